@@ -1,0 +1,224 @@
+"""The on-disk backup stream format (docs/format.md).
+
+One stream is ``<name>.zst.age``: the engine's native dump bytes, compressed
+with zstd (multi-threaded) and encrypted with age to X25519 recipients. Two
+SHA-256 digests are taken on the way: of the content (the native dump) and of
+the artifact (the file). Reading reverses the pipeline and checks both. Any
+operator with the ``age`` and ``zstd`` command-line tools can restore a stream
+without backupkit.
+
+Memory stays bounded: every stage streams in ``CHUNK``-sized pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+import pyrage
+import zstandard
+
+from .engines.base import StreamInfo
+from .errors import JobFailed, VerificationFailed
+from .keys import Identity, Recipient
+
+CHUNK = 1 << 20
+SUFFIX = ".zst.age"
+
+
+class HashingReader(io.RawIOBase):
+    """Pass-through reader that hashes and counts what flows through it."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.bytes += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size if size and size > 0 else CHUNK)
+        self.sha.update(data)
+        self.bytes += len(data)
+        return data
+
+
+class HashingWriter(io.RawIOBase):
+    """Pass-through writer that hashes and counts what flows through it."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.raw.write(b)
+        self.sha.update(b)
+        n = len(b)
+        self.bytes += n
+        return n
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def write_stream(
+    reader: BinaryIO,
+    out_path: Path,
+    recipients: Iterable[Recipient],
+    *,
+    name: str = "data",
+    level: int = 3,
+    threads: int | None = None,
+) -> StreamInfo:
+    """Given a readable stream, write ``out_path`` as zstd+age and fsync it.
+
+    Returns the content and artifact sizes and SHA-256 digests. The file is
+    complete and durable when this returns; on error it may be partial and the
+    caller discards it.
+    """
+    recips = [r.to_pyrage() for r in recipients]
+    content = HashingReader(reader)
+    cctx = zstandard.ZstdCompressor(level=level, threads=default_threads() if threads is None else threads)
+    with open(out_path, "wb") as f:
+        art = HashingWriter(f)
+        with cctx.stream_reader(content, read_size=CHUNK, closefd=False) as compressed:
+            pyrage.encrypt_io(io.BufferedReader(compressed, CHUNK), art, recips)
+        f.flush()
+        os.fsync(f.fileno())
+    return StreamInfo(
+        name=name,
+        file=out_path.name,
+        content_bytes=content.bytes,
+        content_sha256=content.sha.hexdigest(),
+        artifact_bytes=art.bytes,
+        artifact_sha256=art.sha.hexdigest(),
+    )
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """Hex SHA-256 and size of a file, read in large chunks."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(4 * CHUNK)
+        view = memoryview(buf)
+        while True:
+            k = f.readinto(buf)
+            if not k:
+                break
+            h.update(view[:k])
+            n += k
+    return h.hexdigest(), n
+
+
+def no_identity_message(what: str, recipient_ids: list[str], identities: list[Identity]) -> str:
+    have = ", ".join(i.id for i in identities) or "none"
+    want = ", ".join(recipient_ids) or "unknown"
+    return (
+        f"{what}: no identity matches the backup's recipients (backup encrypted to key IDs {want}; "
+        f"identity file holds {have}); use the escrowed identity for one of those keys"
+    )
+
+
+def read_stream(
+    artifact: BinaryIO,
+    writer: BinaryIO,
+    identities: list[Identity],
+    info: StreamInfo | dict,
+    *,
+    what: str,
+    recipient_ids: list[str] | None = None,
+) -> None:
+    """Decrypt and decompress ``artifact`` into ``writer``, checking both digests.
+
+    ``info`` is the manifest's record of the stream. Raises VerificationFailed
+    when either digest or size differs, JobFailed when no identity fits.
+    """
+    if isinstance(info, dict):
+        info = StreamInfo(**info)
+    art = HashingReader(artifact)
+    content = HashingWriter(writer)
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        with dctx.stream_writer(content, closefd=False, write_size=CHUNK) as plain:
+            pyrage.decrypt_io(io.BufferedReader(art, CHUNK), plain, [i.secret for i in identities])
+    except pyrage.DecryptError as e:
+        if "No matching keys" in str(e):
+            raise JobFailed(no_identity_message(what, recipient_ids or [], identities)) from None
+        raise VerificationFailed(f"{what}: stream {info.file} fails age authentication ({e}); the artifact is corrupt or was altered") from None
+    except zstandard.ZstdError as e:
+        raise VerificationFailed(f"{what}: stream {info.file} does not decompress ({e}); the artifact is corrupt") from None
+    if art.sha.hexdigest() != info.artifact_sha256 or art.bytes != info.artifact_bytes:
+        raise VerificationFailed(f"{what}: {info.file} artifact SHA-256 differs from the manifest; the artifact is corrupt or was altered")
+    if content.sha.hexdigest() != info.content_sha256 or content.bytes != info.content_bytes:
+        raise VerificationFailed(f"{what}: {info.file} content SHA-256 differs from the manifest; the backup cannot be trusted")
+
+
+class DirectorySink:
+    """A DumpSink writing streams into a staging backup directory."""
+
+    def __init__(self, directory: Path, recipients: list[Recipient], *, level: int = 3, threads: int | None = None):
+        self.directory = directory
+        self.workdir = directory / "work"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.recipients = recipients
+        self.level = level
+        self.threads = threads
+        self.streams: list[StreamInfo] = []
+
+    def write_stream(self, name: str, reader: BinaryIO) -> StreamInfo:
+        if any(s.name == name for s in self.streams):
+            raise ValueError(f"stream {name!r} written twice")
+        info = write_stream(
+            reader, self.directory / f"{name}{SUFFIX}", self.recipients, name=name, level=self.level, threads=self.threads
+        )
+        self.streams.append(info)
+        return info
+
+
+class DirectorySource:
+    """A RestoreSource over a directory holding a backup's ``*.zst.age`` files.
+
+    ``streams`` are the manifest's stream records (already signature-checked).
+    """
+
+    def __init__(self, directory: Path, streams: list[dict], identities: list[Identity], *, what: str, recipient_ids: list[str]):
+        self.directory = directory
+        self.streams = {s["name"]: StreamInfo(**s) for s in streams}
+        self.identities = identities
+        self.what = what
+        self.recipient_ids = recipient_ids
+
+    def stream_names(self) -> list[str]:
+        names = list(self.streams)
+        return sorted(names, key=lambda n: (n != "data", n))
+
+    def stream_to(self, name: str, writer: BinaryIO) -> None:
+        info = self.streams[name]
+        with open(self.directory / info.file, "rb") as f:
+            read_stream(f, writer, self.identities, info, what=self.what, recipient_ids=self.recipient_ids)
+
+    def to_file(self, name: str, path: Path) -> Path:
+        with open(path, "wb") as out:
+            self.stream_to(name, out)
+        return path

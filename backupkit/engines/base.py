@@ -1,0 +1,178 @@
+"""The contract every database engine implements.
+
+An engine owns everything that talks to one kind of database server: taking a
+consistent dump with fingerprints from the same snapshot, provisioning a scratch
+instance that is provably not production, restoring into it, checking it and
+tearing it down. Engines never import actions, the repository or the ledger;
+they receive what they need as arguments.
+
+The artifact pipeline is *pull based*: an engine hands the sink a readable
+binary stream (a subprocess's stdout, an open file) and the sink reads it to the
+end, hashing, compressing, encrypting and writing as it goes. Restores are
+*push based*: the restore source writes decrypted, decompressed, hash-checked
+bytes into a writable stream the engine provides (a subprocess's stdin, a file).
+Either way nothing is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Protocol
+
+
+@dataclass
+class StreamInfo:
+    """What the artifact pipeline measured for one stream it wrote."""
+
+    name: str
+    file: str  # file name inside the backup directory, e.g. "data.zst.age"
+    content_bytes: int
+    content_sha256: str
+    artifact_bytes: int
+    artifact_sha256: str
+
+
+class DumpSink(Protocol):
+    """Where an engine's dump goes. Provided by the backup action."""
+
+    workdir: Path  # private scratch space on the repository's disk (cleaned up by the caller)
+
+    def write_stream(self, name: str, reader: BinaryIO) -> StreamInfo:
+        """Read ``reader`` to EOF through the artifact pipeline into ``<name>.zst.age``.
+
+        ``name`` is ``data`` for the main dump; engines may add others (``globals``).
+        Raises on any I/O error; the caller then abandons the whole backup.
+        """
+
+
+class RestoreSource(Protocol):
+    """A committed backup being restored. Provided by the drill/restore action."""
+
+    def stream_names(self) -> list[str]:
+        """Names of the streams in this backup (``data`` first)."""
+
+    def stream_to(self, name: str, writer: BinaryIO) -> None:
+        """Decrypt, decompress and write stream ``name`` into ``writer``.
+
+        Both the artifact and the content SHA-256 are checked against the signed
+        manifest; a mismatch raises VerificationFailed *after* the bytes were
+        written, so the engine must not treat the restore as good until this
+        returns.
+        """
+
+    def to_file(self, name: str, path: Path) -> Path:
+        """Like stream_to, into a new file at ``path`` (for engines that need to seek)."""
+
+
+@dataclass
+class DumpResult:
+    """What an engine reports about the dump it just wrote."""
+
+    server_version: str
+    # e.g. {"kind": "pg_lsn", "lsn": "0/1A2B3C", "snapshot": "00000003-...", "xmin": 1234, "time": iso}
+    consistency: dict[str, Any]
+    # table name -> {"rows": int, "hash": str | None}; taken in the same snapshot as the dump
+    fingerprints: dict[str, dict[str, Any]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckResult:
+    """One drill check. ``status`` is "passed", "failed" or "skipped" (skipped is unproven)."""
+
+    name: str
+    status: str
+    detail: str = ""
+    proves_data: bool = False  # True for checks that prove the data itself (fingerprints)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scratch:
+    """A provisioned scratch instance. Engines subclass or fill ``info``.
+
+    ``describe`` is recorded in the drill record as proof the scratch is not
+    production; ``teardown_proof`` is filled in by the engine when it is destroyed.
+    """
+
+    kind: str  # "ephemeral" | "database" | "file"
+    info: dict[str, Any] = field(default_factory=dict)
+    teardown_proof: dict[str, Any] = field(default_factory=dict)
+    handle: Any = None  # engine-private: connection parameters, process, path
+
+
+class RestoreTargetMixin:
+    """Optional engine verbs for a real emergency restore (``backupkit restore --to``)."""
+
+    def restore_target(self, *, policy, dsn: str) -> contextlib.AbstractContextManager[Scratch]:
+        """Open the operator-named destination ``dsn`` as a Scratch of kind "target".
+
+        Nothing is torn down on exit. Raise ConfigError if it resolves to the
+        policy's source.
+        """
+        from ..errors import ConfigError
+
+        raise ConfigError(f"engine {self.name} does not support 'backupkit restore --to'")
+
+    def is_empty(self, *, scratch: Scratch) -> bool:
+        """True when the destination holds no user tables."""
+        raise NotImplementedError
+
+
+class Engine(RestoreTargetMixin, abc.ABC):
+    """One database engine. Subclasses live in ``backupkit/engines/<name>.py``."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def dump(self, *, policy, sink: DumpSink) -> DumpResult:
+        """Given a policy, dump its source consistently into ``sink`` and return
+        the consistency point and fingerprints taken in the same snapshot.
+
+        Connection failures raise JobFailed naming the system and host, never
+        the password.
+        """
+
+    @abc.abstractmethod
+    def scratch(self, *, policy, workdir: Path) -> contextlib.AbstractContextManager[Scratch]:
+        """Provision a scratch instance per ``policy.drill.scratch``; destroy it on exit,
+        even when the body raised, and fill ``teardown_proof``.
+
+        Must raise ConfigError *before touching anything* when the scratch
+        resolves to the policy's source.
+        """
+
+    @abc.abstractmethod
+    def restore(self, *, policy, scratch: Scratch, source: RestoreSource) -> None:
+        """Restore every stream of ``source`` into ``scratch``."""
+
+    @abc.abstractmethod
+    def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
+        """Engine-native integrity checks of the restored copy (integrity_check, amcheck...)."""
+
+    @abc.abstractmethod
+    def fingerprints(self, *, scratch: Scratch, mode: str) -> dict[str, dict[str, Any]]:
+        """Compute fingerprints on the restored copy, same shape and mode as at dump time."""
+
+    @abc.abstractmethod
+    def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
+        """Run a policy assertion's SQL on the scratch copy and return the first column of the first row."""
+
+    def describe_source(self, policy) -> str:
+        """A human label for the source, without secrets (used in error messages)."""
+        return policy.system
+
+
+@contextlib.contextmanager
+def closing_all(*things) -> Iterator[None]:
+    """Close every object on exit, ignoring errors from the close itself."""
+    try:
+        yield
+    finally:
+        for t in things:
+            with contextlib.suppress(Exception):
+                t.close()
+

@@ -1,0 +1,186 @@
+"""The policy model: one YAML file per protected system, the machine-readable
+《数据备份恢复方案》. Field names are a contract (docs/policy.md).
+
+Loading errors become one-line ConfigErrors naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
+
+from .durations import format_duration, parse_duration
+from .errors import ConfigError
+
+TIERS = {"30m": timedelta(minutes=30), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
+
+
+def _to_td(v: Any) -> timedelta:
+    if isinstance(v, timedelta):
+        return v
+    return parse_duration(v)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_td), PlainSerializer(format_duration, return_type=str)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the production data lives. Never holds a password itself."""
+
+    path: Path | None = None  # sqlite
+    dsn: str | None = None  # postgres / mariadb / oracle connect string, without password
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    database: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None  # name of an environment variable holding the password
+    options: dict[str, Any] = Field(default_factory=dict)  # engine-specific extras
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, v: str | None) -> str | None:
+        if v and re.search(r"(://[^/@:]+:[^/@]+@)|(\bpassword\s*=)", v, re.I):
+            raise ValueError("the DSN contains a password; move it to password_file (mode 0600)")
+        return v
+
+
+class BackupSpec(_Strict):
+    at: str = "02:00"
+    compression_level: int = Field(3, ge=1, le=19)
+    threads: int | None = Field(None, ge=0)  # zstd worker threads; default = CPU count
+
+    @field_validator("at")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"{v!r} is not a time of day; write HH:MM, e.g. 02:00")
+        return v
+
+
+class Retention(_Strict):
+    daily: int = Field(7, ge=0)
+    weekly: int = Field(5, ge=0)
+    monthly: int = Field(12, ge=0)
+    yearly: int = Field(3, ge=0)
+    retention_class: str = Field("standard", alias="class")
+
+
+class ScratchSpec(_Strict):
+    type: Literal["ephemeral", "database"] = "ephemeral"
+    dsn: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+
+
+class Assertion(_Strict):
+    name: str
+    sql: str
+    expect: str
+
+    @field_validator("expect")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        from .expect import parse_expect
+
+        parse_expect(v)  # raises ValueError with a precise message
+        return v
+
+
+class DrillSpec(_Strict):
+    every: Duration = timedelta(days=30)
+    scratch: ScratchSpec = ScratchSpec()
+    fingerprint: Literal["rows", "full"] = "full"
+    assertions: list[Assertion] = Field(default_factory=list)
+
+
+class Policy(_Strict):
+    system: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    title: str = ""
+    tier: Duration
+    rpo: Duration = timedelta(hours=24)
+    engine: Literal["sqlite", "postgres", "mariadb", "oracle"]
+    source: Source
+    backup: BackupSpec = BackupSpec()
+    retention: Retention = Retention()
+    targets: list[str] = Field(default_factory=list)
+    drill: DrillSpec = DrillSpec()
+    controls: list[str] = Field(default_factory=list)
+
+    # Set by the loader, not by the YAML.
+    file: Path | None = Field(None, exclude=True)
+    content_sha256: str = Field("", exclude=True)
+
+    @property
+    def tier_label(self) -> str:
+        for label, td in TIERS.items():
+            if td == self.tier:
+                return label
+        return format_duration(self.tier)
+
+
+def describe_validation_error(file: Path, err: ValidationError) -> str:
+    """One line naming the file and the first bad field, with what to do."""
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return f"{file}: unknown field {where!r}; remove it or fix its spelling (see docs/policy.md)"
+    if e["type"] == "missing":
+        return f"{file}: required field {where!r} is missing (see docs/policy.md)"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{file}: field {where!r}: {msg}"
+
+
+def load_yaml(file: Path) -> tuple[Any, bytes]:
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read ({e.strerror})") from None
+    try:
+        return yaml.safe_load(raw), raw
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{file}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def load_policy(file: Path) -> Policy:
+    """Given a policy YAML file, return the validated Policy or raise ConfigError."""
+    data, raw = load_yaml(file)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a policy must be a YAML mapping with at least system, tier, engine, source")
+    if "source" in data and isinstance(data["source"], dict):
+        # Relative paths in a policy are relative to the policy file.
+        for k in ("path", "password_file"):
+            if k in data["source"] and data["source"][k] and not Path(str(data["source"][k])).is_absolute():
+                data["source"][k] = str((file.parent / str(data["source"][k])).resolve())
+    try:
+        p = Policy.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(file, e)) from None
+    return p.model_copy(update={"file": file, "content_sha256": hashlib.sha256(raw).hexdigest()})
+
+
+def load_policies(directory: Path) -> dict[str, Policy]:
+    """Load every ``*.yaml`` in ``directory``; system ids must be unique."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: policies directory not found; set 'policies:' in the config")
+    out: dict[str, Policy] = {}
+    for f in sorted(directory.glob("*.y*ml")):
+        p = load_policy(f)
+        if p.system in out:
+            raise ConfigError(f"{f}: system {p.system!r} is already defined in {out[p.system].file}")
+        out[p.system] = p
+    return out

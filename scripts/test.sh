@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh machine: installs what the tests need
+# (Debian: age, zstd, sqlite3, openssh-server; Python: backupkit with all extras
+# into .venv) and runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing=()
+command -v age >/dev/null 2>&1 || missing+=(age)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps the package from starting the system sshd; the tests start their own.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[all,test]'
+
+# The PostgreSQL and MariaDB servers are provided by the machine; fail loudly, never skip.
+.venv/bin/python scripts/check_services.py
+
+exec .venv/bin/python -m pytest -q "$@"

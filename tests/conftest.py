@@ -1,0 +1,3 @@
+"""Shared fixtures. Service fixtures live in tests/fixtures/ and are loaded here."""
+
+pytest_plugins = ["fixtures.common"]
