@@ -69,6 +69,7 @@ class Config(_Strict):
     keys: KeysConfig
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     log_file: Path | None = None
+    scratch_dir: Path | None = None  # where drills put scratch data (default: the system temp dir)
     lock_timeout: float = Field(60.0, ge=0)
     notify: NotifyConfig = NotifyConfig()
 
@@ -82,7 +83,7 @@ def _absolutize(data: dict, base: Path) -> dict:
         p = Path(str(v))
         return str(p if p.is_absolute() else (base / p))
 
-    for k in ("repository", "ledger", "policies", "log_file"):
+    for k in ("repository", "ledger", "policies", "log_file", "scratch_dir"):
         if k in data:
             data[k] = fix(data[k])
     keys = data.get("keys")

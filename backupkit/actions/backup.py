@@ -1,0 +1,175 @@
+"""``backupkit backup``: dump, compress, encrypt, hash, commit, record, copy offsite.
+
+Given policies, run each one's backup under its lock, commit it atomically
+into the repository, append a ``backup`` ledger record, then copy it to the
+policy's targets (``copy`` records). Returns one outcome per system.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .. import FORMAT_VERSION
+from ..artifact import DirectorySink, sha256_file
+from ..context import Context
+from ..engines import get_engine
+from ..errors import BackupkitError, JobFailed
+from ..manifest import write_manifest
+from ..policy import Policy
+from ..repository import new_backup_id
+from .copy import copy_backup
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BackupOutcome:
+    system: str
+    backup_id: str | None = None
+    ok: bool = False
+    error: BackupkitError | None = None
+    copies_ok: bool = True
+    copy_errors: list[str] = field(default_factory=list)
+    artifact_bytes: int = 0
+    seconds: float = 0.0
+
+
+class _Terminated(BaseException):
+    """Raised from SIGTERM/SIGHUP so a stopped run cleans its staging like an error would."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(f"received signal {signum}")
+
+
+def record_abandoned(ctx: Context, policy: Policy) -> int:
+    """Remove staging left by dead runs of this system and record each as ``abandoned``. Caller holds the lock."""
+    n = 0
+    for path, info in ctx.repository.leftover_staging(policy.system):
+        ctx.repository.discard(path)
+        ctx.ledger.append(ctx.signer, kind="abandoned", policy=policy.system, subject=info.get("backup_id", path.name),
+                          body={"reason": "staging left by an interrupted run (killed or crashed)", "staging": str(path),
+                                "run": info, "cleaned_by": ctx.operator})
+        logger.warning("system %s: removed staging of interrupted backup %s", policy.system, info.get("backup_id"))
+        n += 1
+    return n
+
+
+def build_manifest(ctx: Context, policy: Policy, *, backup_id: str, result, streams, started: datetime,
+                   finished: datetime, trigger: str, planned: str | None) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "tool": ctx.tool,
+        "backup_id": backup_id,
+        "system": policy.system,
+        "title": policy.title,
+        "engine": policy.engine,
+        "server_version": result.server_version,
+        "policy": {"id": policy.system, "sha256": policy.content_sha256,
+                   "file": policy.file.name if policy.file else None},
+        "tier": policy.tier_label,
+        "rto_seconds": policy.tier.total_seconds(),
+        "rpo_seconds": policy.rpo.total_seconds(),
+        "consistency": result.consistency,
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "run": {"trigger": trigger, "planned": planned},
+        "operator": ctx.operator,
+        "streams": [s.__dict__ for s in streams],
+        "content_bytes": sum(s.content_bytes for s in streams),
+        "artifact_bytes": sum(s.artifact_bytes for s in streams),
+        "recipients": [r.id for r in ctx.recipients],
+        "fingerprint_mode": policy.drill.fingerprint,
+        "fingerprints": result.fingerprints,
+        "details": result.details,
+        "retention": {"class": policy.retention.retention_class},
+        "signer": ctx.signer.id,
+    }
+
+
+def backup_one(ctx: Context, policy: Policy, *, trigger: str = "manual", planned: str | None = None,
+               copy: bool = True) -> BackupOutcome:
+    """Given one policy, back it up and copy it offsite; never raises for job failures."""
+    out = BackupOutcome(policy.system)
+    t0 = time.monotonic()
+    try:
+        ref, manifest = _backup_committed(ctx, policy, trigger=trigger, planned=planned)
+        out.backup_id, out.ok, out.artifact_bytes = ref.backup_id, True, manifest["artifact_bytes"]
+    except BackupkitError as e:
+        out.error = e
+        out.seconds = time.monotonic() - t0
+        return out
+    if copy:
+        for target in policy.targets:
+            try:
+                copy_backup(ctx, policy, ref, target)
+            except BackupkitError as e:
+                out.copies_ok = False
+                out.copy_errors.append(str(e))
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: str | None):
+    engine = get_engine(policy.engine)
+    recipients, signer = ctx.recipients, ctx.signer  # fail on key problems before touching anything
+    repo = ctx.repository
+    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with repo.lock(policy.system, ctx.config.lock_timeout):
+            record_abandoned(ctx, policy)
+            started = datetime.now(timezone.utc)
+            backup_id = new_backup_id(started)
+            staging = repo.new_staging(policy.system, backup_id, operator=ctx.operator["user"])
+            try:
+                sink = DirectorySink(staging, recipients, level=policy.backup.compression_level,
+                                     threads=policy.backup.threads)
+                logger.info("system %s: dumping %s", policy.system, engine.describe_source(policy))
+                result = engine.dump(policy=policy, sink=sink)
+                finished = datetime.now(timezone.utc)
+                manifest = build_manifest(ctx, policy, backup_id=backup_id, result=result, streams=sink.streams,
+                                          started=started, finished=finished, trigger=trigger, planned=planned)
+                write_manifest(staging, manifest, signer)
+                ref = repo.commit(staging, policy.system, backup_id)
+            except OSError as e:
+                repo.discard(staging)
+                _record_failure(ctx, policy, backup_id, f"I/O error: {e.strerror or e} ({e.filename or ''})")
+                raise JobFailed(
+                    f"system {policy.system}: backup failed writing to {repo.root}: {e.strerror or e}; "
+                    "check free space and permissions, nothing was recorded as good"
+                ) from None
+            except (BackupkitError, _Terminated, KeyboardInterrupt) as e:
+                repo.discard(staging)
+                _record_failure(ctx, policy, backup_id, str(e))
+                if isinstance(e, BackupkitError):
+                    raise
+                raise JobFailed(f"system {policy.system}: backup interrupted ({e}); nothing was recorded") from None
+            ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id, body={
+                "manifest_sha256": sha256_file(ref.manifest_path)[0], **_backup_body(manifest, ref)})
+            logger.info("system %s: backup %s committed (%d bytes)", policy.system, backup_id, manifest["artifact_bytes"])
+            return ref, manifest
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _backup_body(manifest: dict, ref) -> dict:
+    keep = ("tool", "system", "title", "engine", "server_version", "policy", "tier", "rto_seconds", "rpo_seconds",
+            "consistency", "started", "finished", "run", "operator", "streams", "content_bytes", "artifact_bytes",
+            "recipients", "fingerprint_mode", "retention", "signer")
+    body = {k: manifest[k] for k in keep}
+    body["tables"] = len(manifest["fingerprints"])
+    body["copies"] = [{"location": "local", "path": str(ref.path), "verified": True, "method": "written-and-hashed"}]
+    return body
+
+
+def _record_failure(ctx: Context, policy: Policy, backup_id: str, reason: str) -> None:
+    try:
+        ctx.ledger.append(ctx.signer, kind="abandoned", policy=policy.system, subject=backup_id,
+                          body={"reason": reason, "operator": ctx.operator})
+    except Exception:  # the original failure matters more than recording it
+        logger.exception("could not record the failed backup of %s", policy.system)

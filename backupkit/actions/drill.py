@@ -1,0 +1,273 @@
+"""``backupkit drill``: the monthly proof that a backup really restores.
+
+Given a policy, pick a backup (latest, ``--backup ID``) and a copy of it (the
+local repository or ``--from TARGET``), fetch it, check its signature and
+hashes, restore it into a scratch instance that is never production, compare
+every table's fingerprint with the manifest, run the policy's assertions,
+measure recovery time against the tier and recovery point against the RPO,
+tear the scratch down and append a complete ``drill`` ledger record, also
+when a step failed. Returns the outcome; the CLI maps it to an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..artifact import DirectorySource, no_identity_message, sha256_file
+from ..context import Context
+from ..engines import get_engine
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, JobFailed, VerificationFailed
+from ..expect import judge
+from ..manifest import MANIFEST, SIGNATURE, load_manifest
+from ..policy import Policy
+from ..verdict import Verdict, compare_fingerprints, drill_verdict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Timeline:
+    """Wall time of each drill phase, as recorded in the drill record."""
+
+    steps: list[dict] = field(default_factory=list)
+
+    def run(self, step: str, fn: Callable, *args, **kwargs):
+        t0 = time.monotonic()
+        started = datetime.now(timezone.utc).isoformat()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            self.steps.append({"step": step, "started": started, "seconds": round(time.monotonic() - t0, 3),
+                               "status": "failed", "detail": str(e)})
+            raise
+        self.steps.append({"step": step, "started": started, "seconds": round(time.monotonic() - t0, 3),
+                           "status": "ok"})
+        return result
+
+    def add(self, step: str, seconds: float, detail: str = "") -> None:
+        self.steps.append({"step": step, "seconds": round(seconds, 3), "status": "ok", "detail": detail})
+
+
+class TimedSource(DirectorySource):
+    """Restore source that accounts the time spent decrypting and decompressing."""
+
+    decrypt_seconds = 0.0
+
+    def stream_to(self, name, writer):
+        t0 = time.monotonic()
+        try:
+            super().stream_to(name, writer)
+        finally:
+            self.decrypt_seconds += time.monotonic() - t0
+
+
+@dataclass
+class DrillOutcome:
+    record: dict
+    verdict: Verdict
+    seq: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict.passed:
+            return EXIT_OK
+        return EXIT_VERIFY if self.verdict.verification_failed else EXIT_FAILED
+
+
+@dataclass
+class Picked:
+    backup_id: str
+    directory: Path  # where manifest and streams are (local repo or fetched copy)
+    copy: dict
+
+
+def _latest_remote(target, system: str) -> list[str]:
+    ids = sorted({k.split("/")[1] for k in target.list(f"{system}/") if k.endswith("/" + MANIFEST)})
+    return ids
+
+
+def fetch_from_target(ctx: Context, policy: Policy, target_name: str, backup_id: str | None, dest: Path) -> Picked:
+    """Download one backup's manifest, signature and streams from a target into ``dest``."""
+    with ctx.target(target_name) as target:
+        ids = _latest_remote(target, policy.system)
+        if not ids:
+            raise JobFailed(f"target {target_name}: holds no backup of system {policy.system}; run 'backupkit copy'")
+        bid = backup_id or ids[-1]
+        if bid not in ids:
+            raise ConfigError(f"target {target_name}: backup {policy.system}/{bid} not found there (latest is {ids[-1]})")
+        dest.mkdir(parents=True, exist_ok=True)
+        base = f"{policy.system}/{bid}/"
+        names = [MANIFEST, SIGNATURE]
+        keys = set(target.list(base))
+        names += sorted(k[len(base):] for k in keys if k.endswith(".zst.age"))
+        for n in names:
+            with target.open_read(base + n) as src, open(dest / n, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        return Picked(bid, dest, {"location": "target", "target": target_name, "key": base,
+                                  "describe": target.describe()})
+
+
+def pick_local(ctx: Context, policy: Policy, backup_id: str | None) -> Picked:
+    if backup_id:
+        ref = ctx.repository.get(policy.system, backup_id)
+    else:
+        refs = ctx.repository.backups(policy.system)
+        if not refs:
+            raise JobFailed(f"system {policy.system}: no backup in {ctx.repository.root} to drill; run 'backupkit backup {policy.system}'")
+        ref = refs[-1]
+    return Picked(ref.backup_id, ref.path, {"location": "local", "path": str(ref.path)})
+
+
+def check_artifacts(ctx: Context, picked: Picked, what: str) -> dict:
+    """Signature of the manifest, then size and SHA-256 of every stream. Returns the manifest."""
+    manifest = load_manifest(picked.directory, ctx.signer.public, what)
+    for s in manifest["streams"]:
+        p = picked.directory / s["file"]
+        if not p.exists():
+            raise VerificationFailed(f"{what}: {s['file']} is missing")
+        digest, size = sha256_file(p)
+        if digest != s["artifact_sha256"] or size != s["artifact_bytes"]:
+            raise VerificationFailed(f"{what}: {s['file']} SHA-256 differs from the manifest; refusing to restore a corrupt artifact")
+    return manifest
+
+
+def check_identity(ctx: Context, manifest: dict, what: str) -> None:
+    have = {i.id for i in ctx.identities}
+    if not have & set(manifest.get("recipients", [])):
+        raise JobFailed(no_identity_message(what, manifest.get("recipients", []), ctx.identities))
+
+
+def run_assertions(engine, scratch, policy: Policy, backup_time: datetime) -> list[dict]:
+    out = []
+    for a in policy.drill.assertions:
+        try:
+            value = engine.query_scalar(scratch=scratch, sql=a.sql)
+            ok, detail = judge(a.expect, value, backup_time=backup_time)
+            out.append({"name": f"assertion {a.name}", "status": "passed" if ok else "failed", "detail": detail,
+                        "sql": a.sql, "expect": a.expect})
+        except BackupkitError as e:
+            out.append({"name": f"assertion {a.name}", "status": "failed", "detail": str(e), "sql": a.sql})
+        except Exception as e:  # SQL errors from the driver: the assertion failed, the drill goes on
+            out.append({"name": f"assertion {a.name}", "status": "failed",
+                        "detail": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                        "sql": a.sql})
+    return out
+
+
+def _backup_time(manifest: dict) -> datetime:
+    t = manifest.get("consistency", {}).get("time") or manifest["started"]
+    d = datetime.fromisoformat(t)
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def _workdir(ctx: Context) -> Path:
+    base = ctx.config.scratch_dir
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="backupkit-drill-", dir=base))
+    os.chmod(d, 0o711)  # engines may run scratch servers as another OS user (postgres) below it
+    return d
+
+
+def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, from_target: str | None = None,
+              reviewer: str | None = None, corrective_actions: list[str] | None = None,
+              after_restore: Callable | None = None) -> DrillOutcome:
+    """Given a policy, run one drill and record it. ``after_restore(engine, scratch)`` is a test hook."""
+    engine = get_engine(policy.engine)
+    drill_id = datetime.now(timezone.utc).strftime("D%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    started = datetime.now(timezone.utc)
+    tl = Timeline()
+    record: dict = {"drill_id": drill_id, "system": policy.system, "engine": policy.engine, "started": started.isoformat(),
+                    "operator": ctx.operator, "reviewer": reviewer, "tier": policy.tier_label,
+                    "fingerprint_mode": policy.drill.fingerprint, "corrective_actions": corrective_actions or []}
+    state = {"checks": [], "restored": False, "manifest": None, "rto_end": None}
+    failed_step = error = None
+    verification_error = False
+    work = _workdir(ctx)
+    t_first_byte = time.monotonic()
+    try:
+        _drill_steps(ctx, policy, engine, tl, record, state, work, backup_id, from_target, after_restore)
+    except ConfigError:
+        raise
+    except BackupkitError as e:
+        failed = [s["step"] for s in tl.steps if s["status"] == "failed"]
+        failed_step = failed[0] if failed else "drill"
+        error = str(e)
+        verification_error = isinstance(e, VerificationFailed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    record["workdir_removed"] = not work.exists()
+
+    manifest, checks = state["manifest"], state["checks"]
+    rto_seconds = (state["rto_end"] - t_first_byte) if state["rto_end"] is not None else None
+    rto_target = policy.tier.total_seconds()
+    record["rto"] = {"tier": policy.tier_label, "target_seconds": rto_target,
+                     "measured_seconds": round(rto_seconds, 3) if rto_seconds is not None else None,
+                     "met": (rto_seconds <= rto_target) if rto_seconds is not None else None}
+    record["rpo"] = {"target_seconds": policy.rpo.total_seconds(), "met": None}
+    if manifest is not None:
+        point = _backup_time(manifest)
+        age = (started - point).total_seconds()
+        record["rpo"].update(recovery_point=point.isoformat(), age_seconds=round(age, 3),
+                             met=age <= policy.rpo.total_seconds())
+    verdict = drill_verdict(restored=state["restored"], checks=checks, rto_met=record["rto"]["met"],
+                            rpo_met=record["rpo"]["met"], failed_step=failed_step, error=error,
+                            verification_error=verification_error)
+    record.update(timeline=tl.steps, checks=checks, verdict=verdict.label, deviations=verdict.reasons,
+                  failed_step=failed_step, finished=datetime.now(timezone.utc).isoformat())
+    rec = ctx.ledger.append(ctx.signer, kind="drill", policy=policy.system, subject=drill_id, body=record)
+    return DrillOutcome(record, verdict, rec.seq)
+
+
+def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, work: Path, backup_id, from_target,
+                 after_restore) -> None:
+    """The drill's phases in order; fills ``record`` and ``state`` as it goes so a failure leaves a full record."""
+    if from_target:
+        picked = tl.run("fetch", fetch_from_target, ctx, policy, from_target, backup_id, work / "fetched")
+    else:
+        picked = tl.run("fetch", pick_local, ctx, policy, backup_id)
+    record["backup_id"], record["copy"] = picked.backup_id, picked.copy
+    what = f"backup {policy.system}/{picked.backup_id}"
+    manifest = state["manifest"] = tl.run("verify_hash", check_artifacts, ctx, picked, what)
+    record["backup"] = {"started": manifest["started"], "consistency": manifest["consistency"],
+                        "manifest_sha256": sha256_file(picked.directory / MANIFEST)[0],
+                        "policy_sha256": manifest["policy"]["sha256"], "server_version": manifest["server_version"]}
+    tl.run("check_identity", check_identity, ctx, manifest, what)
+    source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
+                         recipient_ids=manifest["recipients"])
+    cm = engine.scratch(policy=policy, workdir=work / "scratch")
+    scratch = tl.run("provision", cm.__enter__)
+    record["scratch"] = {"kind": scratch.kind, **scratch.info}
+    try:
+        tl.run("restore", engine.restore, policy=policy, scratch=scratch, source=source)
+        tl.steps.insert(len(tl.steps) - 1, {"step": "decrypt_decompress", "seconds": round(source.decrypt_seconds, 3),
+                                            "status": "ok", "detail": "inside the restore step; overlaps it when streamed"})
+        state["restored"] = True
+        if after_restore is not None:
+            after_restore(engine, scratch)
+        tl.run("checks", _checks, engine, scratch, policy, manifest, state["checks"])
+        state["rto_end"] = time.monotonic()
+    except BaseException as e:
+        t0 = time.monotonic()
+        cm.__exit__(type(e), e, e.__traceback__)
+        tl.add("teardown", time.monotonic() - t0)
+        record["teardown"] = scratch.teardown_proof
+        raise
+    tl.run("teardown", cm.__exit__, None, None, None)
+    record["teardown"] = scratch.teardown_proof
+
+
+def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict]) -> None:
+    checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
+    actual = engine.fingerprints(scratch=scratch, mode=manifest["fingerprint_mode"])
+    checks += compare_fingerprints(manifest["fingerprints"], actual)
+    checks += run_assertions(engine, scratch, policy, _backup_time(manifest))

@@ -1,0 +1,52 @@
+"""``backupkit restore``: an emergency restore into a real destination.
+
+Given a policy, a backup (latest by default, or from a target) and a
+destination, check the backup, refuse a non-empty destination unless forced,
+restore, compare fingerprints, and append a ``restore`` ledger record.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+
+from ..context import Context
+from ..engines import get_engine
+from ..errors import ConfigError, VerificationFailed
+from ..policy import Policy
+from ..verdict import compare_fingerprints
+from .drill import TimedSource, _workdir, check_artifacts, check_identity, fetch_from_target, pick_local
+
+
+def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str, from_target: str | None,
+                force: bool) -> dict:
+    engine = get_engine(policy.engine)
+    work = _workdir(ctx)
+    t0 = time.monotonic()
+    try:
+        picked = (fetch_from_target(ctx, policy, from_target, backup_id, work / "fetched") if from_target
+                  else pick_local(ctx, policy, backup_id))
+        what = f"backup {policy.system}/{picked.backup_id}"
+        manifest = check_artifacts(ctx, picked, what)
+        check_identity(ctx, manifest, what)
+        with engine.restore_target(policy=policy, dsn=dsn) as dest:
+            if not engine.is_empty(scratch=dest) and not force:
+                raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
+            source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
+                                 recipient_ids=manifest["recipients"])
+            engine.restore(policy=policy, scratch=dest, source=source)
+            checks = compare_fingerprints(manifest["fingerprints"],
+                                          engine.fingerprints(scratch=dest, mode=manifest["fingerprint_mode"]))
+            destination = dest.info
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bad = [c for c in checks if c["status"] != "passed"]
+    body = {"backup_id": picked.backup_id, "copy": picked.copy, "destination": destination, "forced": force,
+            "seconds": round(time.monotonic() - t0, 3), "checks": checks,
+            "fingerprints": "match" if not bad else "MISMATCH", "operator": ctx.operator,
+            "finished": datetime.now(timezone.utc).isoformat()}
+    rec = ctx.ledger.append(ctx.signer, kind="restore", policy=policy.system, subject=picked.backup_id, body=body)
+    if bad:
+        raise VerificationFailed(f"restore of {what} into {dsn}: {bad[0]['detail']}")
+    return {**body, "destination": dsn, "seq": rec.seq}

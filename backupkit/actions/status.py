@@ -1,0 +1,120 @@
+"""``backupkit status``: is every system backed up, copied offsite and drilled in time?
+
+``assess`` is a pure function from a policy and its ledger records to a status
+row; the action only reads the ledger and renders text, JSON or Prometheus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from ..context import Context
+from ..durations import format_duration
+from ..ledger import Record
+from ..policy import Policy
+from ..verdict import age_ok
+
+
+@dataclass
+class SystemStatus:
+    system: str
+    tier: str
+    last_backup: str | None = None
+    last_backup_age_seconds: float | None = None
+    rpo_seconds: float = 0
+    backup_ok: bool = False
+    last_offsite_copy: str | None = None
+    offsite_ok: bool = True
+    targets: list[str] = field(default_factory=list)
+    last_drill: str | None = None
+    last_drill_verdict: str | None = None
+    drill_every_seconds: float = 0
+    drill_ok: bool = False
+    last_rto_seconds: float | None = None
+    rto_target_seconds: float = 0
+    rto_ok: bool | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def overdue(self) -> bool:
+        return bool(self.problems)
+
+
+def _t(r: Record) -> datetime:
+    return r.when
+
+
+def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus:
+    """Given a policy, its ledger records (any order) and the time now, judge it."""
+    st = SystemStatus(policy.system, policy.tier_label, rpo_seconds=policy.rpo.total_seconds(),
+                      drill_every_seconds=policy.drill.every.total_seconds(),
+                      rto_target_seconds=policy.tier.total_seconds(), targets=list(policy.targets))
+    backups = sorted((r for r in records if r.kind == "backup"), key=lambda r: r.seq)
+    copies = [r for r in records if r.kind == "copy" and r.body.get("status") == "ok"]
+    drills = sorted((r for r in records if r.kind == "drill"), key=lambda r: r.seq)
+    if backups:
+        last = backups[-1]
+        st.last_backup = last.subject
+        st.last_backup_age_seconds = (now - _t(last)).total_seconds()
+    st.backup_ok = age_ok(_t(backups[-1]) if backups else None, policy.rpo, now)
+    if not st.backup_ok:
+        st.problems.append("no backup yet" if not backups else
+                           f"last backup is {format_duration(st.last_backup_age_seconds)} old, RPO {format_duration(policy.rpo)}")
+    if policy.targets:
+        for target in policy.targets:
+            mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
+            if mine:
+                st.last_offsite_copy = max(st.last_offsite_copy or "", mine[-1].subject)
+            if not age_ok(_t(mine[-1]) if mine else None, policy.rpo, now):
+                st.offsite_ok = False
+                st.problems.append(f"no verified offsite copy on {target} within the RPO")
+    if drills:
+        last = drills[-1]
+        st.last_drill = last.subject
+        st.last_drill_verdict = last.body.get("verdict")
+        st.last_rto_seconds = (last.body.get("rto") or {}).get("measured_seconds")
+        if st.last_rto_seconds is not None:
+            st.rto_ok = st.last_rto_seconds <= policy.tier.total_seconds()
+    passed = [d for d in drills if d.body.get("verdict") == "passed"]
+    st.drill_ok = age_ok(_t(passed[-1]) if passed else None, policy.drill.every, now)
+    if not st.drill_ok:
+        st.problems.append("no passing drill yet" if not passed else
+                           f"last passing drill is older than drill.every ({format_duration(policy.drill.every)})")
+    if st.last_drill_verdict == "failed":
+        st.problems.append("the last drill failed")
+    if st.rto_ok is False:
+        st.problems.append("the last drill's recovery time exceeded the tier")
+    return st
+
+
+def status(ctx: Context, policies: list[Policy], now: datetime | None = None) -> list[SystemStatus]:
+    now = now or datetime.now(timezone.utc)
+    return [assess(p, list(ctx.ledger.records(policy=p.system)), now) for p in policies]
+
+
+def to_json(rows: list[SystemStatus]) -> list[dict]:
+    return [{**asdict(r), "overdue": r.overdue} for r in rows]
+
+
+def to_prometheus(rows: list[SystemStatus]) -> str:
+    """node_exporter textfile format."""
+    lines = []
+
+    def metric(name: str, help_: str, values: list[tuple[str, float | None]]):
+        lines.append(f"# HELP backupkit_{name} {help_}")
+        lines.append(f"# TYPE backupkit_{name} gauge")
+        for system, v in values:
+            if v is not None:
+                lines.append(f'backupkit_{name}{{system="{system}"}} {float(v):g}')
+
+    metric("last_backup_age_seconds", "Age of the newest committed backup.",
+           [(r.system, r.last_backup_age_seconds) for r in rows])
+    metric("rpo_seconds", "Recovery point objective from the policy.", [(r.system, r.rpo_seconds) for r in rows])
+    metric("offsite_ok", "1 when every target holds a verified copy within the RPO.",
+           [(r.system, int(r.offsite_ok)) for r in rows])
+    metric("drill_ok", "1 when a passing drill is within drill.every.", [(r.system, int(r.drill_ok)) for r in rows])
+    metric("last_rto_seconds", "Measured recovery time of the last drill.", [(r.system, r.last_rto_seconds) for r in rows])
+    metric("rto_target_seconds", "RTO target from the downtime tier.", [(r.system, r.rto_target_seconds) for r in rows])
+    metric("overdue", "1 when anything is overdue or failing.", [(r.system, int(r.overdue)) for r in rows])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,378 @@
+"""The command line: one thin function per command; the work is in ``actions/``.
+
+Every BackupkitError becomes ``backupkit: <one line>`` on stderr and its exit
+code (docs/exit-codes.md). Tracebacks appear only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from . import __version__, log
+from .errors import EXIT_FAILED, EXIT_OVERDUE, EXIT_USAGE, BackupkitError, ConfigError
+
+pass_ctx = click.make_pass_decorator(dict, ensure=True)
+
+
+def _fail(message: str, code: int):
+    click.echo(f"backupkit: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BackupkitError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:
+            if click.get_current_context().find_root().params.get("verbose"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (run with --verbose for details and report it)", EXIT_FAILED)
+
+    return wrapper
+
+
+def _context(obj):
+    from .context import Context
+
+    if "ctx" not in obj:
+        obj["ctx"] = Context.load(obj.get("config"))
+        log.setup(obj.get("verbose", False), obj["ctx"].config.log_file or obj.get("log_json"))
+    return obj["ctx"]
+
+
+def _parse_day(value: str | None, param: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"option {param}: {value!r} is not a date; write YYYY-MM-DD") from None
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).isoformat()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="backupkit")
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="BACKUPKIT_CONFIG",
+              help="Global config file (default: $BACKUPKIT_CONFIG, then /etc/backupkit/backupkit.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines and show tracebacks.")
+@click.option("--log-json", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON log lines to FILE.")
+@click.pass_context
+def cli(cctx, config, verbose, log_json):
+    """Nightly database backups, monthly restore drills, signed audit evidence."""
+    cctx.obj = {"config": config, "verbose": verbose, "log_json": log_json}
+    log.setup(verbose, log_json)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file for the example policy.")
+@click.option("--offsite", type=click.Path(file_okay=False, path_type=Path), help="Directory for a 'local' offsite target.")
+@handles_errors
+def init(directory, source, offsite):
+    """Create a working configuration, keys and an example policy in DIRECTORY."""
+    from .actions.init import init as do_init
+
+    cfg = do_init(directory, source_db=source, offsite=offsite)
+    click.echo(f"created {cfg}\nprivate keys are in {cfg.parent / 'keys'} (mode 0600); "
+               "move identity.txt to the drill host and into escrow")
+    click.echo(f"next: export BACKUPKIT_CONFIG={cfg}; backupkit backup --all")
+
+
+@cli.group()
+def keys():
+    """Show key IDs and the age recipient."""
+
+
+@keys.command("show")
+@pass_ctx
+@handles_errors
+def keys_show(obj):
+    """Print key IDs and recipients; never the identity."""
+    from .keys import load_identities
+
+    ctx = _context(obj)
+    click.echo(f"signing key   {ctx.config.keys.signing_key}  id {ctx.signer.id}")
+    for r in ctx.recipients:
+        click.echo(f"recipient     {r.text}  id {r.id}")
+    if ctx.config.keys.identity is not None and Path(ctx.config.keys.identity).exists():
+        for i in load_identities(ctx.config.keys.identity):
+            click.echo(f"identity      {ctx.config.keys.identity}  id {i.id} (secret not shown)")
+    else:
+        click.echo("identity      not on this host (only drill/restore hosts need it)")
+
+
+@cli.command()
+@click.argument("systems", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Back up every policy.")
+@click.option("--trigger", type=click.Choice(["manual", "cron", "daemon"]), default="manual", show_default=True)
+@click.option("--no-copy", is_flag=True, help="Do not copy to offsite targets now ('backupkit copy' later).")
+@pass_ctx
+@handles_errors
+def backup(obj, systems, all_, trigger, no_copy):
+    """Back up SYSTEMS (or --all), then copy each backup offsite."""
+    from .actions.backup import backup_one
+    from .durations import format_duration
+
+    ctx = _context(obj)
+    if not systems and not all_:
+        raise ConfigError("name one or more systems, or pass --all")
+    worst = 0
+    for policy in ctx.select(systems, all_):
+        out = backup_one(ctx, policy, trigger=trigger, copy=not no_copy)
+        if out.error is not None:
+            click.echo(f"backupkit: {out.error}", err=True)
+            worst = max(worst, out.error.exit_code)
+            continue
+        click.echo(f"{policy.system}: backup {out.backup_id} ok, {out.artifact_bytes:,} bytes, "
+                   f"{format_duration(out.seconds)}")
+        for e in out.copy_errors:
+            click.echo(f"backupkit: {e}", err=True)
+        if not out.copies_ok:
+            click.echo(f"{policy.system}: backup kept locally; offsite copy failed (recorded), run 'backupkit copy' "
+                       "when the target is back", err=True)
+            worst = max(worst, EXIT_FAILED)
+    sys.exit(worst)
+
+
+@cli.command()
+@click.argument("systems", nargs=-1)
+@pass_ctx
+@handles_errors
+def copy(obj, systems):
+    """Copy backups that are missing on their targets or whose copy failed."""
+    from .actions.copy import copy_missing
+
+    ctx = _context(obj)
+    n, errors = copy_missing(ctx, ctx.select(systems))
+    for e in errors:
+        click.echo(f"backupkit: {e}", err=True)
+    click.echo(f"copied {n} backup(s)" + (f", {len(errors)} failed" if errors else ""))
+    sys.exit(EXIT_FAILED if errors else 0)
+
+
+@cli.command()
+@click.option("--system", "systems", multiple=True, help="Only this system (repeatable).")
+@click.option("--deep", is_flag=True, help="Also decrypt and check content hashes (needs the identity).")
+@click.option("--sample", type=click.IntRange(min=1), help="Check N random backups per system.")
+@click.option("--target", help="Verify the copies on this offsite target instead of the local repository.")
+@pass_ctx
+@handles_errors
+def verify(obj, systems, deep, sample, target):
+    """Check signatures, sizes and hashes of stored backups (exit 3 on any mismatch)."""
+    from .actions.verify import raise_if_failed, verify_local, verify_target
+
+    ctx = _context(obj)
+    policies = ctx.select(systems)
+    if target:
+        report = verify_target(ctx, target, policies, sample=sample)
+    else:
+        report = verify_local(ctx, policies, deep=deep, sample=sample)
+    for r in report.results:
+        click.echo(f"{r['status']:6} {r['system']}/{r['backup_id']}  {r['detail']}")
+    click.echo(f"{len(report.results)} backup(s) checked on {report.where}, {len(report.failed)} failed")
+    raise_if_failed(report)
+
+
+@cli.command()
+@click.argument("system", required=False)
+@click.option("--backup", "backup_id", help="Drill this backup ID instead of the latest.")
+@click.option("--from", "from_target", help="Restore from this offsite target's copy (as in a real disaster).")
+@click.option("--reviewer", help="Who reviews this drill (recorded).")
+@click.option("--corrective-action", "actions", multiple=True, help="Corrective action to record (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
+@pass_ctx
+@handles_errors
+def drill(obj, system, backup_id, from_target, reviewer, actions, as_json):
+    """Restore a backup into a scratch instance, prove it, tear it down, record it."""
+    from .actions.drill import run_drill
+    from .report_text import print_drill
+
+    ctx = _context(obj)
+    policies = [ctx.policy(system)] if system else ctx.select([], True)
+    if backup_id and len(policies) != 1:
+        raise ConfigError("--backup needs a SYSTEM")
+    worst = 0
+    for policy in policies:
+        out = run_drill(ctx, policy, backup_id=backup_id, from_target=from_target, reviewer=reviewer,
+                        corrective_actions=list(actions))
+        if as_json:
+            click.echo(json.dumps(out.record, ensure_ascii=False, indent=2))
+        else:
+            print_drill(out.record)
+        if not out.verdict.passed:
+            click.echo(f"backupkit: drill of {policy.system} failed: {'; '.join(out.verdict.reasons)}", err=True)
+        worst = max(worst, out.exit_code)
+    sys.exit(worst)
+
+
+@cli.command()
+@click.argument("system")
+@click.argument("backup_id", required=False)
+@click.option("--to", "dsn", required=True, help="Destination: a DSN, or a file path for SQLite.")
+@click.option("--from", "from_target", help="Restore from this offsite target's copy.")
+@click.option("--force", is_flag=True, help="Restore even though the destination is not empty.")
+@pass_ctx
+@handles_errors
+def restore(obj, system, backup_id, dsn, from_target, force):
+    """Emergency restore of SYSTEM's backup into a real destination (refuses non-empty without --force)."""
+    from .actions.restore import run_restore
+
+    ctx = _context(obj)
+    rec = run_restore(ctx, ctx.policy(system), backup_id=backup_id, dsn=dsn, from_target=from_target, force=force)
+    click.echo(f"restored {system}/{rec['backup_id']} into {rec['destination']} in {rec['seconds']:.1f}s; "
+               f"fingerprints {rec['fingerprints']}; recorded as ledger record {rec['seq']}")
+
+
+@cli.command("list")
+@click.argument("systems", nargs=-1)
+@pass_ctx
+@handles_errors
+def list_(obj, systems):
+    """List committed backups with their size and offsite copies."""
+    from .report_text import print_backups
+
+    ctx = _context(obj)
+    print_backups(ctx, ctx.select(systems))
+
+
+@cli.command()
+@click.option("--json", "fmt", flag_value="json", help="Print JSON.")
+@click.option("--prometheus", "fmt", flag_value="prometheus", help="Print node_exporter textfile metrics.")
+@pass_ctx
+@handles_errors
+def status(obj, fmt):
+    """Backup age vs RPO, offsite copies, drill age and RTO per system (exit 4 if overdue)."""
+    from .actions.status import status as do_status
+    from .actions.status import to_json, to_prometheus
+    from .report_text import print_status
+
+    ctx = _context(obj)
+    rows = do_status(ctx, ctx.select([], True))
+    if fmt == "json":
+        click.echo(json.dumps(to_json(rows), ensure_ascii=False, indent=2))
+    elif fmt == "prometheus":
+        click.echo(to_prometheus(rows), nl=False)
+    else:
+        print_status(rows)
+    sys.exit(EXIT_OVERDUE if any(r.overdue for r in rows) else 0)
+
+
+@cli.group()
+def ledger():
+    """The evidence ledger."""
+
+
+@ledger.command("verify")
+@pass_ctx
+@handles_errors
+def ledger_verify(obj):
+    """Walk the whole hash chain and every signature (exit 3 at the first broken link)."""
+    ctx = _context(obj)
+    n = ctx.ledger.verify(ctx.signer.public)
+    click.echo(f"ledger {ctx.config.ledger}: {n} records, chain and signatures intact")
+
+
+@ledger.command("annotate")
+@click.argument("system")
+@click.argument("text")
+@click.option("--kind", type=click.Choice(["annotation", "review"]), default="annotation", show_default=True)
+@click.option("--subject", default="", help="The record or backup this note is about (e.g. a drill ID).")
+@pass_ctx
+@handles_errors
+def ledger_annotate(obj, system, text, kind, subject):
+    """Append a signed note: a review of a drill, a corrective action, a staff handover."""
+    ctx = _context(obj)
+    rec = ctx.ledger.append(ctx.signer, kind=kind, policy=system, subject=subject or system,
+                            body={"text": text, "operator": ctx.operator})
+    click.echo(f"recorded {kind} as ledger record {rec.seq}")
+
+
+@cli.group()
+def evidence():
+    """Signed evidence bundles for assessors."""
+
+
+@evidence.command("export")
+@click.option("--since", help="First day (YYYY-MM-DD), inclusive.")
+@click.option("--until", help="Last day (YYYY-MM-DD), exclusive.")
+@click.option("--system", "systems", multiple=True)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (or .zip file).")
+@pass_ctx
+@handles_errors
+def evidence_export(obj, since, until, systems, lang, out):
+    """Write a signed evidence bundle for a period."""
+    from .evidence.export import export
+
+    ctx = _context(obj)
+    path = export(ctx, since=_parse_day(since, "--since"), until=_parse_day(until, "--until"),
+                  systems=list(systems), lang=lang, out=out)
+    click.echo(f"evidence bundle written to {path}")
+
+
+@evidence.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--key-id", help="Expected signing key ID (from 'backupkit keys show').")
+def evidence_verify(bundle, key_id):
+    """Check a bundle offline: SHA256SUMS signature, every file, every record (exit 3 on tampering)."""
+    from .evidence.verify import verify_bundle
+
+    try:
+        summary = verify_bundle(bundle, expected_key_id=key_id)
+    except BackupkitError as e:
+        _fail(str(e), e.exit_code)
+    click.echo(summary)
+
+
+@cli.group()
+def targets():
+    """Offsite targets."""
+
+
+@targets.command("trust")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Record the host key without asking.")
+@pass_ctx
+@handles_errors
+def targets_trust(obj, name, yes):
+    """Show an SFTP target's host key fingerprint and record it in known_hosts."""
+    from .actions.targets import trust
+
+    ctx = _context(obj)
+    if name not in ctx.config.targets:
+        raise ConfigError(f"target {name!r} is not defined in {ctx.config.file}")
+    confirm = (lambda text: True) if yes else (lambda text: click.confirm(text, default=False))
+    click.echo(trust(name, ctx.config.targets[name], confirm=confirm))
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
+              show_default=True, help="Where to put the demo database, config, repository and report.")
+@click.option("--rows", type=click.IntRange(min=1000), default=120_000, show_default=True)
+@handles_errors
+def demo(directory, rows):
+    """Generate a hospital SQLite database and run backup, copy, verify, drill and evidence export on it."""
+    from .actions.demo import run_demo
+
+    sys.exit(run_demo(directory, rows=rows))
+
+
+def main() -> None:
+    cli(prog_name="backupkit")
+
+
+if __name__ == "__main__":
+    main()

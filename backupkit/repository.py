@@ -1,0 +1,182 @@
+"""The local repository: ``REPO/<system>/<backup-id>/{*.zst.age, manifest.json, manifest.sig}``.
+
+Writes happen in ``REPO/.staging/<system>.<backup-id>/`` and become visible only
+through an atomic rename after every file is fsynced. One lock file per system
+(``REPO/.locks/<system>.lock``, flock) keeps overlapping runs from
+interleaving; the kernel releases it when a holder dies, even by SIGKILL, so a
+staging directory found while holding the lock belongs to a dead run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ConfigError, JobFailed, LockTimeout
+
+logger = logging.getLogger(__name__)
+
+STAGING = ".staging"
+LOCKS = ".locks"
+OWNER = "owner.json"
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*"), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        elif p.is_dir():
+            fsync_dir(p)
+    fsync_dir(path)
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    system: str
+    backup_id: str
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+
+class Repository:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def ensure(self) -> None:
+        try:
+            for d in (self.root, self.root / STAGING, self.root / LOCKS):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"repository {self.root}: cannot create ({e.strerror}); check 'repository:' in the config") from None
+
+    # ---- locking -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, system: str, timeout: float) -> Iterator[None]:
+        """Hold the system's lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
+        self.ensure()
+        path = self.root / LOCKS / f"{system}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = path.read_text().strip() or "another process"
+                        raise LockTimeout(
+                            f"system {system}: another backupkit run ({holder}) holds {path} for over {timeout:.0f}s; "
+                            "let it finish, or raise lock_timeout in the config"
+                        ) from None
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    # ---- staging -------------------------------------------------------
+
+    def new_staging(self, system: str, backup_id: str, *, operator: str) -> Path:
+        self.ensure()
+        d = self.root / STAGING / f"{system}.{backup_id}"
+        d.mkdir()
+        (d / OWNER).write_text(
+            json.dumps(
+                {"system": system, "backup_id": backup_id, "pid": os.getpid(), "host": socket.gethostname(),
+                 "operator": operator, "started": datetime.now(timezone.utc).isoformat()}
+            )
+        )
+        return d
+
+    def leftover_staging(self, system: str) -> list[tuple[Path, dict]]:
+        """Staging directories of ``system`` left by dead runs. Call only while holding the lock."""
+        out = []
+        base = self.root / STAGING
+        if not base.is_dir():
+            return out
+        for d in sorted(base.glob(f"{system}.*")):
+            try:
+                info = json.loads((d / OWNER).read_text())
+            except (OSError, ValueError):
+                info = {"system": system, "backup_id": d.name.split(".", 1)[-1]}
+            if info.get("system") == system:
+                out.append((d, info))
+        return out
+
+    @staticmethod
+    def discard(staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def commit(self, staging: Path, system: str, backup_id: str) -> BackupRef:
+        """Make a staged backup durable and visible with one rename."""
+        work = staging / "work"
+        if work.exists():
+            shutil.rmtree(work)
+        (staging / OWNER).unlink(missing_ok=True)
+        fsync_tree(staging)
+        dest_parent = self.root / system
+        dest_parent.mkdir(exist_ok=True)
+        dest = dest_parent / backup_id
+        if dest.exists():
+            raise JobFailed(f"repository {self.root}: backup {system}/{backup_id} already exists")
+        os.rename(staging, dest)
+        fsync_dir(dest_parent)
+        fsync_dir(self.root / STAGING)
+        return BackupRef(system, backup_id, dest)
+
+    # ---- listing -------------------------------------------------------
+
+    def backups(self, system: str | None = None) -> list[BackupRef]:
+        """Committed backups, oldest first (backup IDs sort by time)."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        systems = [system] if system else sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for s in systems:
+            d = self.root / s
+            if not d.is_dir():
+                continue
+            for b in sorted(d.iterdir()):
+                if b.is_dir() and (b / "manifest.json").exists():
+                    out.append(BackupRef(s, b.name, b))
+        return out
+
+    def get(self, system: str, backup_id: str) -> BackupRef:
+        ref = BackupRef(system, backup_id, self.root / system / backup_id)
+        if not ref.manifest_path.exists():
+            raise ConfigError(f"backup {system}/{backup_id} not found in repository {self.root}; see 'backupkit list'")
+        return ref
