@@ -36,12 +36,17 @@ class HashingReader(io.RawIOBase):
         self.raw = raw
         self.sha = hashlib.sha256()
         self.bytes = 0
+        self.error: BaseException | None = None  # what the source raised, before pyrage wraps it
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        data = self.raw.read(len(b))
+        try:
+            data = self.raw.read(len(b))
+        except BaseException as e:
+            self.error = e
+            raise
         n = len(data)
         b[:n] = data
         self.sha.update(data)
@@ -49,7 +54,11 @@ class HashingReader(io.RawIOBase):
         return n
 
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size if size and size > 0 else CHUNK)
+        try:
+            data = self.raw.read(size if size and size > 0 else CHUNK)
+        except BaseException as e:
+            self.error = e
+            raise
         self.sha.update(data)
         self.bytes += len(data)
         return data
@@ -62,12 +71,17 @@ class HashingWriter(io.RawIOBase):
         self.raw = raw
         self.sha = hashlib.sha256()
         self.bytes = 0
+        self.error: BaseException | None = None  # what the destination raised, before pyrage wraps it
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:
-        self.raw.write(b)
+        try:
+            self.raw.write(b)
+        except BaseException as e:
+            self.error = e
+            raise
         self.sha.update(b)
         n = len(b)
         self.bytes += n
@@ -101,8 +115,15 @@ def write_stream(
     cctx = zstandard.ZstdCompressor(level=level, threads=default_threads() if threads is None else threads)
     with open(out_path, "wb") as f:
         art = HashingWriter(f)
-        with cctx.stream_reader(content, read_size=CHUNK, closefd=False) as compressed:
-            pyrage.encrypt_io(io.BufferedReader(compressed, CHUNK), art, recips)
+        try:
+            with cctx.stream_reader(content, read_size=CHUNK, closefd=False) as compressed:
+                pyrage.encrypt_io(io.BufferedReader(compressed, CHUNK), art, recips)
+        except (pyrage.EncryptError, zstandard.ZstdError) as e:
+            # pyrage wraps whatever the source or the file raised; re-raise the original cause
+            original = content.error or art.error
+            if original is not None:
+                raise original from None
+            raise JobFailed(f"writing {out_path}: {e}") from None
         f.flush()
         os.fsync(f.fileno())
     return StreamInfo(
@@ -163,6 +184,8 @@ def read_stream(
         with dctx.stream_writer(content, closefd=False, write_size=CHUNK) as plain:
             pyrage.decrypt_io(io.BufferedReader(art, CHUNK), plain, [i.secret for i in identities])
     except pyrage.DecryptError as e:
+        if content.error is not None or art.error is not None:
+            raise (content.error or art.error) from None
         if "No matching keys" in str(e):
             raise JobFailed(no_identity_message(what, recipient_ids or [], identities)) from None
         raise VerificationFailed(f"{what}: stream {info.file} fails age authentication ({e}); the artifact is corrupt or was altered") from None

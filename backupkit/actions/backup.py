@@ -42,7 +42,11 @@ class _Terminated(BaseException):
     """Raised from SIGTERM/SIGHUP so a stopped run cleans its staging like an error would."""
 
 
+_received: list[int] = []  # signals received during the current backup (pyrage may wrap the exception)
+
+
 def _raise_terminated(signum, frame):
+    _received.append(signum)
     raise _Terminated(f"received signal {signum}")
 
 
@@ -118,6 +122,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
     engine = get_engine(policy.engine)
     recipients, signer = ctx.recipients, ctx.signer  # fail on key problems before touching anything
     repo = ctx.repository
+    _received.clear()
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with repo.lock(policy.system, ctx.config.lock_timeout):
@@ -145,9 +150,10 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
             except (BackupkitError, _Terminated, KeyboardInterrupt) as e:
                 repo.discard(staging)
                 _record_failure(ctx, policy, backup_id, str(e))
-                if isinstance(e, BackupkitError):
+                if isinstance(e, BackupkitError) and not _received:
                     raise
-                raise JobFailed(f"system {policy.system}: backup interrupted ({e}); nothing was recorded") from None
+                why = f"signal {_received[0]}" if _received else type(e).__name__
+                raise JobFailed(f"system {policy.system}: backup interrupted ({why}); nothing was recorded") from None
             ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id, body={
                 "manifest_sha256": sha256_file(ref.manifest_path)[0], **_backup_body(manifest, ref)})
             logger.info("system %s: backup %s committed (%d bytes)", policy.system, backup_id, manifest["artifact_bytes"])
