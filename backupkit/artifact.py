@@ -16,7 +16,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import pyrage
 import zstandard
@@ -32,8 +32,9 @@ SUFFIX = ".zst.age"
 class HashingReader(io.RawIOBase):
     """Pass-through reader that hashes and counts what flows through it."""
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None] | None = None):
         self.raw = raw
+        self.on_bytes = on_bytes
         self.sha = hashlib.sha256()
         self.bytes = 0
         self.error: BaseException | None = None  # what the source raised, before pyrage wraps it
@@ -51,6 +52,8 @@ class HashingReader(io.RawIOBase):
         b[:n] = data
         self.sha.update(data)
         self.bytes += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
         return n
 
     def read(self, size: int = -1) -> bytes:
@@ -61,6 +64,8 @@ class HashingReader(io.RawIOBase):
             raise
         self.sha.update(data)
         self.bytes += len(data)
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
         return data
 
 
@@ -103,6 +108,7 @@ def write_stream(
     name: str = "data",
     level: int = 3,
     threads: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> StreamInfo:
     """Given a readable stream, write ``out_path`` as zstd+age and fsync it.
 
@@ -111,7 +117,7 @@ def write_stream(
     caller discards it.
     """
     recips = [r.to_pyrage() for r in recipients]
-    content = HashingReader(reader)
+    content = HashingReader(reader, on_bytes)
     cctx = zstandard.ZstdCompressor(level=level, threads=default_threads() if threads is None else threads)
     with open(out_path, "wb") as f:
         art = HashingWriter(f)
@@ -208,12 +214,14 @@ class DirectorySink:
         self.level = level
         self.threads = threads
         self.streams: list[StreamInfo] = []
+        self.on_bytes: Callable[[int], None] | None = None
 
     def write_stream(self, name: str, reader: BinaryIO) -> StreamInfo:
         if any(s.name == name for s in self.streams):
             raise ValueError(f"stream {name!r} written twice")
         info = write_stream(
-            reader, self.directory / f"{name}{SUFFIX}", self.recipients, name=name, level=self.level, threads=self.threads
+            reader, self.directory / f"{name}{SUFFIX}", self.recipients, name=name, level=self.level,
+            threads=self.threads, on_bytes=self.on_bytes,
         )
         self.streams.append(info)
         return info

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, log
+from . import __version__, log, progress
 from .errors import EXIT_FAILED, EXIT_OVERDUE, EXIT_USAGE, BackupkitError, ConfigError
 
 pass_ctx = click.make_pass_decorator(dict, ensure=True)
@@ -74,6 +74,7 @@ def cli(cctx, config, verbose, log_json):
     """Nightly database backups, monthly restore drills, signed audit evidence."""
     cctx.obj = {"config": config, "verbose": verbose, "log_json": log_json}
     log.setup(verbose, log_json)
+    progress.enable_if_tty()
 
 
 @cli.command()
@@ -193,15 +194,21 @@ def verify(obj, systems, deep, sample, target):
 @click.option("--reviewer", help="Who reviews this drill (recorded).")
 @click.option("--corrective-action", "actions", multiple=True, help="Corrective action to record (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
+@click.option("--due", is_flag=True, help="Only drill systems whose drill.every says a drill is due.")
 @pass_ctx
 @handles_errors
-def drill(obj, system, backup_id, from_target, reviewer, actions, as_json):
+def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due):
     """Restore a backup into a scratch instance, prove it, tear it down, record it."""
     from .actions.drill import run_drill
     from .report_text import print_drill
+    from .scheduler import drill_is_due
 
     ctx = _context(obj)
     policies = [ctx.policy(system)] if system else ctx.select([], True)
+    if due:
+        policies = [p for p in policies if drill_is_due(ctx, p)]
+        if not policies:
+            click.echo("no drill is due")
     if backup_id and len(policies) != 1:
         raise ConfigError("--backup needs a SYSTEM")
     worst = 0
@@ -356,6 +363,38 @@ def targets_trust(obj, name, yes):
         raise ConfigError(f"target {name!r} is not defined in {ctx.config.file}")
     confirm = (lambda text: True) if yes else (lambda text: click.confirm(text, default=False))
     click.echo(trust(name, ctx.config.targets[name], confirm=confirm))
+
+
+@cli.group()
+def schedule():
+    """Nightly scheduling: cron lines, or a due-based daemon for hosts without cron."""
+
+
+@schedule.command("crontab")
+@pass_ctx
+@handles_errors
+def schedule_crontab(obj):
+    """Print crontab lines for every policy."""
+    from .scheduler import crontab_lines
+
+    click.echo("\n".join(crontab_lines(_context(obj))))
+
+
+@schedule.command("run")
+@click.option("--interval", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds between ticks.")
+@click.option("--once", is_flag=True, help="Run what is due now and exit.")
+@pass_ctx
+@handles_errors
+def schedule_run(obj, interval, once):
+    """Run backups, copies and drills as they fall due (catches up after downtime)."""
+    from .scheduler import Daemon
+
+    d = Daemon(_context(obj))
+    if once:
+        ran = d.tick()
+        click.echo("\n".join(ran) if ran else "nothing due")
+    else:
+        d.run(interval)
 
 
 @cli.command()

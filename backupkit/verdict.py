@@ -69,10 +69,5 @@ def compare_fingerprints(expected: dict[str, dict], actual: dict[str, dict]) -> 
     return checks
 
 
-def is_due(last: datetime | None, every: timedelta, now: datetime) -> bool:
-    """True when nothing was done yet or the last run is at least ``every`` ago."""
-    return last is None or now - last >= every
-
-
 def age_ok(last: datetime | None, limit: timedelta, now: datetime) -> bool:
     return last is not None and now - last <= limit

@@ -6,7 +6,8 @@ import pytest
 
 from backupkit.durations import format_duration, parse_duration
 from backupkit.expect import judge, parse_expect
-from backupkit.verdict import compare_fingerprints, drill_verdict, is_due
+from backupkit.due import backup_due, drill_due, last_slot
+from backupkit.verdict import compare_fingerprints, drill_verdict
 
 BT = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
 
@@ -84,5 +85,22 @@ def test_missing_table_detected():
     (BT - timedelta(days=29), timedelta(days=30), BT, False),
     (BT - timedelta(days=30), timedelta(days=30), BT, True),
 ])
-def test_is_due(last, every, now, due):
-    assert is_due(last, every, now) is due
+def test_drill_due(last, every, now, due):
+    assert drill_due(last, every, now) is due
+
+
+@pytest.mark.parametrize("at,last,now,slot", [
+    ("02:00", None, datetime(2026, 11, 26, 1, 0), datetime(2026, 11, 25, 2, 0)),
+    ("02:00", datetime(2026, 11, 25, 2, 1), datetime(2026, 11, 26, 1, 59), None),  # yesterday's slot is covered
+    ("02:00", datetime(2026, 11, 25, 2, 1), datetime(2026, 11, 26, 2, 0), datetime(2026, 11, 26, 2, 0)),
+    # the host was down over the 02:00 slot: due at the next tick, for the missed slot
+    ("02:00", datetime(2026, 11, 24, 2, 1), datetime(2026, 11, 26, 9, 30), datetime(2026, 11, 26, 2, 0)),
+    ("23:30", datetime(2026, 11, 25, 23, 31), datetime(2026, 11, 26, 0, 10), None),
+])
+def test_backup_due(at, last, now, slot):
+    assert backup_due(at, last, now) == slot
+
+
+def test_last_slot_is_not_in_the_future():
+    now = datetime(2026, 11, 26, 1, 0)
+    assert last_slot("02:00", now) == datetime(2026, 11, 25, 2, 0)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .. import FORMAT_VERSION
+from .. import FORMAT_VERSION, progress
 from ..artifact import DirectorySink, sha256_file
 from ..context import Context
 from ..engines import get_engine
@@ -134,7 +134,9 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                 sink = DirectorySink(staging, recipients, level=policy.backup.compression_level,
                                      threads=policy.backup.threads)
                 logger.info("system %s: dumping %s", policy.system, engine.describe_source(policy))
-                result = engine.dump(policy=policy, sink=sink)
+                with progress.task(f"{policy.system} backup") as advance:
+                    sink.on_bytes = advance
+                    result = engine.dump(policy=policy, sink=sink)
                 finished = datetime.now(timezone.utc)
                 manifest = build_manifest(ctx, policy, backup_id=backup_id, result=result, streams=sink.streams,
                                           started=started, finished=finished, trigger=trigger, planned=planned)

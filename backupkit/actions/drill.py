@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..artifact import DirectorySource, no_identity_message, sha256_file
+from .. import progress
 from ..context import Context
 from ..engines import get_engine
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, JobFailed, VerificationFailed
@@ -44,7 +45,8 @@ class Timeline:
         t0 = time.monotonic()
         started = datetime.now(timezone.utc).isoformat()
         try:
-            result = fn(*args, **kwargs)
+            with progress.task(f"drill: {step}"):
+                result = fn(*args, **kwargs)
         except BaseException as e:
             self.steps.append({"step": step, "started": started, "seconds": round(time.monotonic() - t0, 3),
                                "status": "failed", "detail": str(e)})
