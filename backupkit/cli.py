@@ -243,6 +243,26 @@ def restore(obj, system, backup_id, dsn, from_target, force):
                f"fingerprints {rec['fingerprints']}; recorded as ledger record {rec['seq']}")
 
 
+@cli.command()
+@click.argument("systems", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@pass_ctx
+@handles_errors
+def prune(obj, systems, dry_run):
+    """Delete backups that retention no longer keeps, locally and on each target."""
+    from .actions.prune import prune as do_prune
+
+    ctx = _context(obj)
+    summaries, errors = do_prune(ctx, ctx.select(systems), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for s in summaries:
+        click.echo(f"{s['system']} on {s['location']}: {verb} {len(s['removed'])}, kept {len(s['kept'])}"
+                   + (f" ({', '.join(s['removed'])})" if s["removed"] else ""))
+    for e in errors:
+        click.echo(f"backupkit: {e}", err=True)
+    sys.exit(EXIT_FAILED if errors else 0)
+
+
 @cli.command("list")
 @click.argument("systems", nargs=-1)
 @pass_ctx

@@ -35,7 +35,8 @@ OWNER = "owner.json"
 
 def new_backup_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    # milliseconds keep IDs in start order even for runs that follow each other within a second
+    return now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
 
 
 def fsync_dir(path: Path) -> None:

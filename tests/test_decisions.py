@@ -104,3 +104,33 @@ def test_backup_due(at, last, now, slot):
 def test_last_slot_is_not_in_the_future():
     now = datetime(2026, 11, 26, 1, 0)
     assert last_slot("02:00", now) == datetime(2026, 11, 25, 2, 0)
+
+
+def _ids(days_ago: list[int]):
+    from backupkit.retention import backup_time  # noqa: F401  (format documented there)
+
+    base = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    return [((base - timedelta(days=d)).strftime("%Y%m%dT%H%M%SZ") + f"-{d:06x}", base - timedelta(days=d))
+            for d in days_ago]
+
+
+def test_plan_prune_gfs():
+    from backupkit.retention import plan_prune
+
+    backups = _ids(list(range(0, 400)))
+    plan = plan_prune(backups, daily=7, weekly=4, monthly=6, yearly=2)
+    kept = sorted(plan.keep, reverse=True)
+    assert len(plan.keep) + len(plan.remove) == 400
+    assert all(bid in plan.keep for bid, _ in backups[:7])  # the last 7 days
+    assert backups[0][0] in plan.keep and "newest" in plan.keep[backups[0][0]]
+    assert 7 <= len(kept) <= 7 + 4 + 6 + 2
+    newest_2025 = next(b for b, _ in backups if b.startswith("2025"))
+    assert newest_2025.startswith("20251231") and any("yearly" in r for r in plan.keep[newest_2025])
+    assert backups[-1][0] in plan.remove  # the oldest is covered by no rule
+
+
+def test_plan_prune_never_removes_the_only_backup():
+    from backupkit.retention import plan_prune
+
+    plan = plan_prune(_ids([100]), daily=0, weekly=0, monthly=0, yearly=0)
+    assert plan.remove == [] and len(plan.keep) == 1
