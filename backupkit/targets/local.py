@@ -103,3 +103,11 @@ class LocalTarget(Target):
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
+        base = self.base.resolve()
+        for parent in p.parents:  # drop directories the removal emptied, never the base itself
+            if parent == base or base not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
