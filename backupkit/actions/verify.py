@@ -77,12 +77,15 @@ def verify_local(ctx: Context, policies: list[Policy], *, deep: bool = False, sa
 
 
 def expected_on_target(ctx: Context, policy: Policy, target: str) -> list[str]:
-    """Backup IDs that should be on ``target``: every successful copy record, plus local backups of policies using it."""
+    """Backup IDs that should be on ``target``: every successful copy record, plus local backups of
+    policies using it, less what prune removed there."""
     ids = {r.subject for r in ctx.ledger.records(kind="copy", policy=policy.system)
            if r.body.get("target") == target and r.body.get("status") == "ok"}
     if target in policy.targets:
         ids |= {ref.backup_id for ref in ctx.repository.backups(policy.system)}
-    return sorted(ids)
+    pruned = {bid for r in ctx.ledger.records(kind="prune", policy=policy.system)
+              if r.body.get("location") == target for bid in r.body.get("removed", [])}
+    return sorted(ids - pruned)
 
 
 def check_remote(ctx: Context, target, system: str, backup_id: str) -> dict:
