@@ -53,6 +53,14 @@ def _context(obj):
     return obj["ctx"]
 
 
+def _alert(ctx, kind: str, system: str, message: str) -> None:
+    """Send a failure/overdue notification when the config has any channel."""
+    from .notify import event, send
+
+    if ctx.config.notify.webhooks or ctx.config.notify.email:
+        send(ctx.config.notify, event(kind, system, message))
+
+
 def _parse_day(value: str | None, param: str) -> str | None:
     if value is None:
         return None
@@ -135,6 +143,7 @@ def backup(obj, systems, all_, trigger, no_copy):
         out = backup_one(ctx, policy, trigger=trigger, copy=not no_copy)
         if out.error is not None:
             click.echo(f"backupkit: {out.error}", err=True)
+            _alert(ctx, "backup failed", policy.system, str(out.error))
             worst = max(worst, out.error.exit_code)
             continue
         click.echo(f"{policy.system}: backup {out.backup_id} ok, {out.artifact_bytes:,} bytes, "
@@ -142,6 +151,7 @@ def backup(obj, systems, all_, trigger, no_copy):
         for e in out.copy_errors:
             click.echo(f"backupkit: {e}", err=True)
         if not out.copies_ok:
+            _alert(ctx, "offsite copy failed", policy.system, "; ".join(out.copy_errors))
             click.echo(f"{policy.system}: backup kept locally; offsite copy failed (recorded), run 'backupkit copy' "
                        "when the target is back", err=True)
             worst = max(worst, EXIT_FAILED)
@@ -160,6 +170,7 @@ def copy(obj, systems):
     n, errors = copy_missing(ctx, ctx.select(systems))
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
+        _alert(ctx, "offsite copy failed", "*", e)
     click.echo(f"copied {n} backup(s)" + (f", {len(errors)} failed" if errors else ""))
     sys.exit(EXIT_FAILED if errors else 0)
 
@@ -184,6 +195,8 @@ def verify(obj, systems, deep, sample, target):
     for r in report.results:
         click.echo(f"{r['status']:6} {r['system']}/{r['backup_id']}  {r['detail']}")
     click.echo(f"{len(report.results)} backup(s) checked on {report.where}, {len(report.failed)} failed")
+    for r in report.failed:
+        _alert(ctx, "verification failed", r["system"], r["detail"])
     raise_if_failed(report)
 
 
@@ -221,6 +234,7 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due):
             print_drill(out.record)
         if not out.verdict.passed:
             click.echo(f"backupkit: drill of {policy.system} failed: {'; '.join(out.verdict.reasons)}", err=True)
+            _alert(ctx, "drill failed", policy.system, "; ".join(out.verdict.reasons))
         worst = max(worst, out.exit_code)
     sys.exit(worst)
 
@@ -294,6 +308,9 @@ def status(obj, fmt):
         click.echo(to_prometheus(rows), nl=False)
     else:
         print_status(rows)
+    for r in rows:
+        if r.overdue:
+            _alert(ctx, "overdue", r.system, "; ".join(r.problems))
     sys.exit(EXIT_OVERDUE if any(r.overdue for r in rows) else 0)
 
 

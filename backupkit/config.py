@@ -57,9 +57,27 @@ class SftpTargetConfig(_Strict):
 TargetConfig = Annotated[Union[LocalTargetConfig, SftpTargetConfig], Field(discriminator="type")]
 
 
+class WebhookConfig(_Strict):
+    url: str
+    format: Literal["generic", "wecom", "dingtalk", "slack"] = "generic"
+    timeout: float = Field(10.0, gt=0)
+
+
+class EmailConfig(_Strict):
+    host: str
+    port: int = 25
+    starttls: bool = False
+    user: str | None = None
+    password_file: Path | None = None  # mode 0600
+    sender: str = Field(alias="from")
+    to: list[str]
+    timeout: float = Field(15.0, gt=0)
+
+
 class NotifyConfig(_Strict):
-    webhooks: list[dict] = Field(default_factory=list)
-    email: dict | None = None
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    email: EmailConfig | None = None
+    on: list[Literal["failure", "overdue", "success"]] = Field(default_factory=lambda: ["failure", "overdue"])
 
 
 class Config(_Strict):
@@ -93,6 +111,9 @@ def _absolutize(data: dict, base: Path) -> dict:
                 keys[k] = fix(keys[k])
         if isinstance(keys.get("recipients"), list):
             keys["recipients"] = [r if str(r).startswith("age1") else fix(r) for r in keys["recipients"]]
+    email = (data.get("notify") or {}).get("email")
+    if isinstance(email, dict) and email.get("password_file"):
+        email["password_file"] = fix(email["password_file"])
     for t in (data.get("targets") or {}).values():
         if isinstance(t, dict):
             for k in ("key_file", "known_hosts"):
