@@ -158,6 +158,20 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def check_stream_files(directory: Path, streams: list[dict], what: str) -> None:
+    """Every stream file in ``directory`` exists with the size and SHA-256 the manifest records.
+
+    Raises VerificationFailed naming ``what`` and the file. Needs no key.
+    """
+    for s in streams:
+        path = directory / s["file"]
+        if not path.exists():
+            raise VerificationFailed(f"{what}: {s['file']} is missing")
+        digest, size = sha256_file(path)
+        if size != s["artifact_bytes"] or digest != s["artifact_sha256"]:
+            raise VerificationFailed(f"{what}: {s['file']} SHA-256 or size differs from the manifest; the artifact is corrupt")
+
+
 def no_identity_message(what: str, recipient_ids: list[str], identities: list[Identity]) -> str:
     have = ", ".join(i.id for i in identities) or "none"
     want = ", ".join(recipient_ids) or "unknown"

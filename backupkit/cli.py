@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__, log, progress
-from .errors import EXIT_FAILED, EXIT_OVERDUE, EXIT_USAGE, BackupkitError, ConfigError
+from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError
 
 pass_ctx = click.make_pass_decorator(dict, ensure=True)
 

@@ -107,8 +107,6 @@ def test_last_slot_is_not_in_the_future():
 
 
 def _ids(days_ago: list[int]):
-    from backupkit.retention import backup_time  # noqa: F401  (format documented there)
-
     base = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
     return [((base - timedelta(days=d)).strftime("%Y%m%dT%H%M%SZ") + f"-{d:06x}", base - timedelta(days=d))
             for d in days_ago]

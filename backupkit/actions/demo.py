@@ -49,7 +49,7 @@ def run_demo(directory: Path, *, rows: int = 120_000) -> int:
     remote = verify_target(ctx, "offsite", [policy])
     raise_if_failed(local)
     raise_if_failed(remote)
-    say(f"3/6 verify: local (deep) and offsite copies intact")
+    say("3/6 verify: local (deep) and offsite copies intact")
     drill = run_drill(ctx, policy, from_target="offsite", reviewer="demo reviewer")
     rec = drill.record
     say(f"4/6 drill from the offsite copy: {rec['verdict'].upper()}, "

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..artifact import DirectorySource, no_identity_message, sha256_file
+from ..artifact import DirectorySource, check_stream_files, no_identity_message, sha256_file
 from .. import progress
 from ..context import Context
 from ..engines import get_engine
@@ -132,13 +132,7 @@ def pick_local(ctx: Context, policy: Policy, backup_id: str | None) -> Picked:
 def check_artifacts(ctx: Context, picked: Picked, what: str) -> dict:
     """Signature of the manifest, then size and SHA-256 of every stream. Returns the manifest."""
     manifest = load_manifest(picked.directory, ctx.signer.public, what)
-    for s in manifest["streams"]:
-        p = picked.directory / s["file"]
-        if not p.exists():
-            raise VerificationFailed(f"{what}: {s['file']} is missing")
-        digest, size = sha256_file(p)
-        if digest != s["artifact_sha256"] or size != s["artifact_bytes"]:
-            raise VerificationFailed(f"{what}: {s['file']} SHA-256 differs from the manifest; refusing to restore a corrupt artifact")
+    check_stream_files(picked.directory, manifest["streams"], what)
     return manifest
 
 

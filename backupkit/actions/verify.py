@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from ..artifact import read_stream, sha256_file
+from ..artifact import check_stream_files, read_stream
 from ..context import Context
 from ..errors import BackupkitError, VerificationFailed
 from ..manifest import MANIFEST, SIGNATURE, load_manifest, verify_manifest_bytes
@@ -51,15 +51,10 @@ def check_local(ctx: Context, ref: BackupRef, *, deep: bool) -> dict:
     what = f"backup {ref.system}/{ref.backup_id}"
     try:
         m = load_manifest(ref.path, ctx.signer.public, what)
-        for s in m["streams"]:
-            path = ref.path / s["file"]
-            if not path.exists():
-                raise VerificationFailed(f"{what}: {s['file']} is missing")
-            digest, size = sha256_file(path)
-            if size != s["artifact_bytes"] or digest != s["artifact_sha256"]:
-                raise VerificationFailed(f"{what}: {s['file']} SHA-256 or size differs from the manifest; the artifact is corrupt")
-            if deep:
-                with open(path, "rb") as f:
+        check_stream_files(ref.path, m["streams"], what)
+        if deep:
+            for s in m["streams"]:
+                with open(ref.path / s["file"], "rb") as f:
                     read_stream(f, _Discard(), ctx.identities, s, what=what, recipient_ids=m["recipients"])
         return {"backup_id": ref.backup_id, "system": ref.system, "status": "ok",
                 "detail": "signature, size and SHA-256" + (" and content SHA-256" if deep else "")}
