@@ -100,6 +100,17 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Long-distance matching over a 16 MiB window: about 2% smaller dumps for a few percent
+# more CPU, still decodable by a plain `zstd -d` (default limit 128 MiB) in little memory.
+LDM_WINDOW_LOG = 24
+
+
+def compression_params(level: int, threads: int | None, long_distance: bool) -> zstandard.ZstdCompressionParameters:
+    extra = {"window_log": LDM_WINDOW_LOG, "enable_ldm": True} if long_distance else {}
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, threads=default_threads() if threads is None else threads, **extra)
+
+
 def write_stream(
     reader: BinaryIO,
     out_path: Path,
@@ -108,6 +119,7 @@ def write_stream(
     name: str = "data",
     level: int = 3,
     threads: int | None = None,
+    long_distance: bool = True,
     on_bytes: Callable[[int], None] | None = None,
 ) -> StreamInfo:
     """Given a readable stream, write ``out_path`` as zstd+age and fsync it.
@@ -118,7 +130,7 @@ def write_stream(
     """
     recips = [r.to_pyrage() for r in recipients]
     content = HashingReader(reader, on_bytes)
-    cctx = zstandard.ZstdCompressor(level=level, threads=default_threads() if threads is None else threads)
+    cctx = zstandard.ZstdCompressor(compression_params=compression_params(level, threads, long_distance))
     with open(out_path, "wb") as f:
         art = HashingWriter(f)
         try:
@@ -220,13 +232,15 @@ def read_stream(
 class DirectorySink:
     """A DumpSink writing streams into a staging backup directory."""
 
-    def __init__(self, directory: Path, recipients: list[Recipient], *, level: int = 3, threads: int | None = None):
+    def __init__(self, directory: Path, recipients: list[Recipient], *, level: int = 3, threads: int | None = None,
+                 long_distance: bool = True):
         self.directory = directory
         self.workdir = directory / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.recipients = recipients
         self.level = level
         self.threads = threads
+        self.long_distance = long_distance
         self.streams: list[StreamInfo] = []
         self.on_bytes: Callable[[int], None] | None = None
 
@@ -235,7 +249,7 @@ class DirectorySink:
             raise ValueError(f"stream {name!r} written twice")
         info = write_stream(
             reader, self.directory / f"{name}{SUFFIX}", self.recipients, name=name, level=self.level,
-            threads=self.threads, on_bytes=self.on_bytes,
+            threads=self.threads, long_distance=self.long_distance, on_bytes=self.on_bytes,
         )
         self.streams.append(info)
         return info
