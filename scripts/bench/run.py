@@ -327,6 +327,8 @@ def row_growth(b: Bench) -> RowResult:
 
 
 def load_extra_rows() -> None:
+    # rows_*.py do `from run import row`: make that the running module, not a second copy of it
+    sys.modules.setdefault("run", sys.modules[__name__])
     for f in sorted(HERE.glob("rows_*.py")):
         importlib.import_module(f.stem)
 
