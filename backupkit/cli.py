@@ -151,10 +151,10 @@ def backup(obj, systems, all_, trigger, no_copy):
         for e in out.copy_errors:
             click.echo(f"backupkit: {e}", err=True)
         if not out.copies_ok:
-            _alert(ctx, "offsite copy failed", policy.system, "; ".join(out.copy_errors))
+            _alert(ctx, "offsite copy failed", policy.system, "; ".join(map(str, out.copy_errors)))
             click.echo(f"{policy.system}: backup kept locally; offsite copy failed (recorded), run 'backupkit copy' "
                        "when the target is back", err=True)
-            worst = max(worst, EXIT_FAILED)
+            worst = max([worst, EXIT_FAILED] + [e.exit_code for e in out.copy_errors])
     sys.exit(worst)
 
 
@@ -170,9 +170,9 @@ def copy(obj, systems):
     n, errors = copy_missing(ctx, ctx.select(systems))
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
-        _alert(ctx, "offsite copy failed", "*", e)
+        _alert(ctx, "offsite copy failed", "*", str(e))
     click.echo(f"copied {n} backup(s)" + (f", {len(errors)} failed" if errors else ""))
-    sys.exit(EXIT_FAILED if errors else 0)
+    sys.exit(max((e.exit_code for e in errors), default=0))
 
 
 @cli.command()
@@ -274,7 +274,7 @@ def prune(obj, systems, dry_run):
                    + (f" ({', '.join(s['removed'])})" if s["removed"] else ""))
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
-    sys.exit(EXIT_FAILED if errors else 0)
+    sys.exit(max((e.exit_code for e in errors), default=0))
 
 
 @cli.command("list")

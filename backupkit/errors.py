@@ -31,6 +31,10 @@ class JobFailed(BackupkitError):
     exit_code = EXIT_FAILED
 
 
+class TransientError(JobFailed):
+    """A failure that may pass by itself (connection lost, host unreachable): worth retrying (exit 1)."""
+
+
 class ConfigError(BackupkitError):
     """Usage or configuration error: bad policy, missing key, unsafe file mode (exit 2)."""
 

@@ -81,6 +81,8 @@ class Daemon:
                 if out.error is not None:
                     self._failed(job, now, out.error)
                 elif not out.copies_ok:
+                    for e in out.copy_errors:
+                        logger.error("%s", e)
                     self.not_before[("copy", "*")] = now + self.retry_after
             job = ("drill", policy.system)
             if self.drills and self._may_try(job, now) and drill_is_due(self.ctx, policy, now):
@@ -95,6 +97,8 @@ class Daemon:
             n, errors = copy_missing(self.ctx, list(self.ctx.policies.values()))
             if n or errors:
                 ran.append(f"copy {n} ok, {len(errors)} failed")
+            for e in errors:
+                logger.error("%s", e)
             if errors:
                 self.not_before[("copy", "*")] = now + self.retry_after
         return ran

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from backupkit.config import RetryConfig
-from backupkit.errors import ConfigError, JobFailed, VerificationFailed
+from backupkit.errors import ConfigError, JobFailed, TransientError, VerificationFailed
 from backupkit.targets.base import PutResult, Target
 from backupkit.targets.sftp import SftpTarget
 from backupkit.targets.wrappers import RateLimitTarget, RetryTarget, TokenBucket, parse_rate, unwrap, wrap
@@ -73,7 +73,7 @@ class Flaky(Target):
 
 def test_retry_backs_off_exponentially_then_succeeds():
     sleeps: list[float] = []
-    t = RetryTarget(Flaky(3, JobFailed("target nas: connection lost")), RetryConfig(attempts=5, max_time=100, initial_delay=1), sleep=sleeps.append)
+    t = RetryTarget(Flaky(3, TransientError("target nas: connection lost")), RetryConfig(attempts=5, max_time=100, initial_delay=1), sleep=sleeps.append)
     assert t.list() == ["a"]
     assert sleeps == [1, 2, 4]
 
@@ -94,14 +94,15 @@ def test_retry_stops_when_the_time_budget_would_be_exceeded():
         sleeps.append(s)
         now[0] += s
 
-    inner = Flaky(100, JobFailed("target nas: down"))
+    inner = Flaky(100, TransientError("target nas: down"))
     t = RetryTarget(inner, RetryConfig(attempts=100, max_time=10, initial_delay=1), sleep=sleep, clock=lambda: now[0])
     with pytest.raises(JobFailed, match="after 4 attempts"):
         t.remove("k")
     assert sleeps == [1, 2, 4]  # 1+2+4=7; another 8 s would pass the 10 s budget
 
 
-@pytest.mark.parametrize("error", [VerificationFailed("hash mismatch"), ConfigError("bad key mode")])
+@pytest.mark.parametrize("error", [VerificationFailed("hash mismatch"), ConfigError("bad key mode"),
+                                   JobFailed("target nas: root@nas refused the key")])
 def test_answers_are_not_retried(error):
     inner = Flaky(1, error)
     t = RetryTarget(inner, RetryConfig(attempts=5, max_time=100, initial_delay=0), sleep=lambda s: None)

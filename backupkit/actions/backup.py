@@ -33,7 +33,7 @@ class BackupOutcome:
     ok: bool = False
     error: BackupkitError | None = None
     copies_ok: bool = True
-    copy_errors: list[str] = field(default_factory=list)
+    copy_errors: list[BackupkitError] = field(default_factory=list)
     artifact_bytes: int = 0
     seconds: float = 0.0
 
@@ -113,7 +113,7 @@ def backup_one(ctx: Context, policy: Policy, *, trigger: str = "manual", planned
                 copy_backup(ctx, policy, ref, target)
             except BackupkitError as e:
                 out.copies_ok = False
-                out.copy_errors.append(str(e))
+                out.copy_errors.append(e)
     out.seconds = time.monotonic() - t0
     return out
 

@@ -53,7 +53,6 @@ def copy_backup(ctx: Context, policy: Policy, ref: BackupRef, target_name: str) 
     except BackupkitError as e:
         body.update(status="failed", error=str(e))
         ctx.ledger.append(ctx.signer, kind="copy", policy=policy.system, subject=ref.backup_id, body=body)
-        logger.error("%s", e)
         raise
     body["status"] = "ok"
     body["verified"] = True
@@ -75,10 +74,10 @@ def copied_ok(ctx: Context, system: str) -> set[tuple[str, str]]:
             if r.body.get("status") == "ok"}
 
 
-def copy_missing(ctx: Context, policies: list[Policy]) -> tuple[int, list[str]]:
+def copy_missing(ctx: Context, policies: list[Policy]) -> tuple[int, list[BackupkitError]]:
     """Copy every local backup that has no successful copy record for one of its policy's targets.
 
-    Returns (number copied, error messages)."""
+    Returns (number copied, the errors)."""
     done, errors = 0, []
     for policy in policies:
         ok = copied_ok(ctx, policy.system)
@@ -90,5 +89,5 @@ def copy_missing(ctx: Context, policies: list[Policy]) -> tuple[int, list[str]]:
                     copy_backup(ctx, policy, ref, target)
                     done += 1
                 except BackupkitError as e:
-                    errors.append(str(e))
+                    errors.append(e)
     return done, errors

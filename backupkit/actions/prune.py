@@ -25,7 +25,7 @@ def _plan(policy: Policy, ids: list[str]):
                       yearly=r.yearly)
 
 
-def prune(ctx: Context, policies: list[Policy], *, dry_run: bool = False) -> tuple[list[dict], list[str]]:
+def prune(ctx: Context, policies: list[Policy], *, dry_run: bool = False) -> tuple[list[dict], list[BackupkitError]]:
     """Return (one summary per system and location, errors)."""
     summaries, errors = [], []
     for policy in policies:
@@ -49,7 +49,7 @@ def prune(ctx: Context, policies: list[Policy], *, dry_run: bool = False) -> tup
                                 target.remove(key)
                     summaries.append(_record(ctx, policy, target_name, plan, dry_run))
             except BackupkitError as e:
-                errors.append(str(e))
+                errors.append(e)
     return summaries, errors
 
 

@@ -33,7 +33,7 @@ import paramiko
 from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, int64
 
 from ..config import SftpTargetConfig
-from ..errors import BackupkitError, ConfigError, JobFailed, VerificationFailed
+from ..errors import BackupkitError, ConfigError, JobFailed, TransientError, VerificationFailed
 from ..keys import check_private_mode
 from .base import Blob, PutResult, Target
 
@@ -99,7 +99,7 @@ def open_transport(cfg: SftpTargetConfig, what: str, known: paramiko.HostKeys | 
         raise JobFailed(f"{what}: cannot resolve host {cfg.host} ({e.strerror}); check 'host' in the config") from None
     except OSError as e:
         reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
-        raise JobFailed(f"{what}: cannot reach {hp} ({reason}); check host, port, firewall and that sshd runs") from None
+        raise TransientError(f"{what}: cannot reach {hp} ({reason}); check host, port, firewall and that sshd runs") from None
     t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
     t.banner_timeout = cfg.timeout
     t.handshake_timeout = cfg.timeout
@@ -119,7 +119,7 @@ def open_transport(cfg: SftpTargetConfig, what: str, known: paramiko.HostKeys | 
         t.start_client(timeout=cfg.timeout)
     except (paramiko.SSHException, EOFError, OSError) as e:
         t.close()
-        raise JobFailed(f"{what}: SSH handshake with {hp} failed ({_reason(e)}); check that {hp} is an SSH server") from None
+        raise TransientError(f"{what}: SSH handshake with {hp} failed ({_reason(e)}); check that {hp} is an SSH server") from None
     return t
 
 
@@ -332,7 +332,7 @@ class SftpTarget(Target):
                     f"public key is in that user's authorized_keys on the server"
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as e:
-                raise JobFailed(f"{what}: authentication with {cfg.user}@{self._hp} failed ({_reason(e)})") from None
+                raise TransientError(f"{what}: authentication with {cfg.user}@{self._hp} failed ({_reason(e)})") from None
             if remaining:
                 raise JobFailed(
                     f"{what}: {cfg.user}@{self._hp} requires more authentication ({', '.join(remaining)}); "
@@ -411,7 +411,7 @@ class SftpTarget(Target):
                 # SFTP "Failure": OpenSSH maps ENOSPC, EROFS, EDQUOT... to this one code.
                 self._raise_failure(doing, where, e)
             self.close()
-            raise JobFailed(
+            raise TransientError(
                 f"{self._what}: connection to {self._hp} lost while {doing} {path} ({_reason(e)}); "
                 f"run the command again: uploads resume from the .partial file"
             ) from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
 
 from ..config import RetryConfig
-from ..errors import ConfigError, JobFailed, VerificationFailed
+from ..errors import ConfigError, JobFailed, TransientError
 from .base import Blob, PutResult, Target
 
 logger = logging.getLogger(__name__)
@@ -61,10 +61,11 @@ class TargetWrapper(Target):
 class RetryTarget(TargetWrapper):
     """Retries failed operations with exponential backoff, within ``attempts`` and ``max_time``.
 
-    Every Target method is idempotent by contract, so any JobFailed or OSError
-    is retried (the SFTP target reconnects and resumes its .partial upload).
-    VerificationFailed and ConfigError are answers, not accidents: they are
-    raised at once. When the budget is spent, the last error is raised as
+    Every Target method is idempotent by contract, so a TransientError (lost
+    connection, unreachable host) or OSError is retried (the SFTP target
+    reconnects and resumes its .partial upload). Everything else is an answer,
+    not an accident (a refused key, permission denied, a full disk, a bad hash,
+    a changed host key) and is raised at once. When the budget is spent, the last error is raised as
     JobFailed naming the target and the number of attempts.
     """
 
@@ -90,10 +91,10 @@ class RetryTarget(TargetWrapper):
                 logger.info("target %s: %s: attempt %d of %d", self.name, op, attempt, self.cfg.attempts)
             try:
                 return fn()
-            except (VerificationFailed, ConfigError):
-                raise
-            except (JobFailed, OSError) as e:
+            except (TransientError, OSError) as e:
                 last = e
+            # anything else (refused key, permission denied, disk full, bad hash, bad config) will
+            # not pass by itself within the retry budget: it propagates at once
             why = _without_name(str(last), self.name)
             elapsed = self._clock() - start
             if attempt == self.cfg.attempts:
