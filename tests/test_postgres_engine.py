@@ -360,6 +360,7 @@ def test_failing_restore_still_tears_down_ephemeral_cluster(pg_source_db, tmp_pa
     policy = make_policy(pg_source_db)
     with pytest.raises(JobFailed, match="pg_restore"):
         with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
+            scratch.handle.wait_ready()  # the cluster starts in the background
             pid = scratch.info["postmaster_pid"]
             assert process_running(pid)
             engine.restore(policy=policy, scratch=scratch, source=GarbageSource())
@@ -379,6 +380,7 @@ def test_exception_in_body_tears_down(pg_source_db, tmp_path):
 def test_ephemeral_server_runs_as_postgres_when_root(pg_source_db, tmp_path):
     engine = PostgresEngine()
     with engine.scratch(policy=make_policy(pg_source_db), workdir=tmp_path / "w") as scratch:
+        scratch.handle.wait_ready()
         uid = process_uid(scratch.info["postmaster_pid"])
         if os.geteuid() == 0:
             assert uid == pwd.getpwnam("postgres").pw_uid != 0

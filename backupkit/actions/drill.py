@@ -248,6 +248,7 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
         tl.steps.insert(len(tl.steps) - 1, {"step": "decrypt_decompress", "seconds": round(source.decrypt_seconds, 3),
                                             "status": "ok", "detail": "inside the restore step; overlaps it when streamed"})
         state["restored"] = True
+        record["scratch"] = {"kind": scratch.kind, **scratch.info}  # engines complete it once the scratch is up
         if after_restore is not None:
             after_restore(engine, scratch)
         tl.run("checks", _checks, engine, scratch, policy, manifest, state["checks"])

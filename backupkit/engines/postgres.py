@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,7 +49,7 @@ from .pg_conn import (
     server_identity,
     source_endpoint,
 )
-from .pg_fingerprint import table_fingerprints
+from .pg_fingerprint import parallel_table_fingerprints, table_fingerprints
 from .pg_globals import filter_globals, psql_errors
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,16 @@ class PgScratch:
     create_database: bool  # ephemeral: create the database with the archive's encoding
     subscriptions: bool = False  # never restore subscriptions into a scratch
     cluster: EphemeralCluster | None = None
+    starting: threading.Thread | None = None  # the ephemeral cluster starting in the background
+    start_error: list[BaseException] = field(default_factory=list)
+
+    def wait_ready(self) -> None:
+        """Block until the background cluster start finished; re-raise its failure."""
+        if self.starting is not None:
+            self.starting.join()
+            self.starting = None
+        if self.start_error:
+            raise self.start_error[0]
 
 
 def _tail(text: str | bytes) -> str:
@@ -226,6 +236,8 @@ class PostgresEngine(Engine):
 
     @contextlib.contextmanager
     def _ephemeral_scratch(self, policy, workdir: Path) -> Iterator[Scratch]:
+        """An initdb cluster on a private socket. It starts in the background so that initdb and
+        startup overlap the decryption of the archive; every use of it waits until it is up."""
         bin_dir = (policy.source.options or {}).get("bin_dir")
         run_as = server_os_user()
         major, bindir = newest_server_bindir(bin_dir)
@@ -233,25 +245,37 @@ class PostgresEngine(Engine):
         root = private_root(workdir, run_as)
         cluster = EphemeralCluster(bindir=bindir, major=major, root=root, run_as=run_as)
         scratch = Scratch(kind="ephemeral")
+        handle = PgScratch(endpoint=Endpoint({}), bindir=bindir, workdir=workdir, globals_mode="missing",
+                           keep_owners=True, create_database=True, cluster=cluster)
+        scratch.handle = handle
+        scratch.info = {
+            "engine": "postgres",
+            "server_major": major,
+            "datadir": str(cluster.datadir),
+            "port": cluster.port,
+            "listen_addresses": "",
+            "os_user": run_as or os.environ.get("USER", str(os.getuid())),
+            "database": dbname,
+            "not_production": "fresh initdb cluster created for this drill, reachable only on a private Unix socket",
+        }
+
+        def start() -> None:
+            t0 = time.monotonic()
+            try:
+                cluster.start()
+                handle.endpoint = Endpoint(cluster.params(dbname))
+                scratch.info.update(socket_dir=str(cluster.sockdir), postmaster_pid=cluster.pid,
+                                    provision_seconds=round(time.monotonic() - t0, 3))
+            except BaseException as e:  # re-raised by wait_ready in the thread that uses the cluster
+                handle.start_error.append(e)
+
+        handle.starting = threading.Thread(target=start, name="pg-scratch-start", daemon=True)
+        handle.starting.start()
         try:
-            cluster.start()
-            endpoint = Endpoint(cluster.params(dbname))
-            scratch.handle = PgScratch(endpoint=endpoint, bindir=bindir, workdir=workdir, globals_mode="missing",
-                                       keep_owners=True, create_database=True, cluster=cluster)
-            scratch.info = {
-                "engine": "postgres",
-                "server_major": major,
-                "datadir": str(cluster.datadir),
-                "socket_dir": str(cluster.sockdir),
-                "port": cluster.port,
-                "listen_addresses": "",
-                "postmaster_pid": cluster.pid,
-                "os_user": run_as or os.environ.get("USER", str(os.getuid())),
-                "database": dbname,
-                "not_production": "fresh initdb cluster created for this drill, reachable only on a private Unix socket",
-            }
             yield scratch
         finally:
+            with contextlib.suppress(BaseException):
+                handle.wait_ready()
             scratch.teardown_proof = cluster.stop()
 
     def _refuse_source(self, policy, target: Endpoint, what: str) -> dict[str, Any]:
@@ -372,6 +396,7 @@ class PostgresEngine(Engine):
         archive = h.workdir / f"{policy.system}-{secrets.token_hex(4)}.pgdump"
         try:
             source.to_file("data", archive)  # pg_restore -j needs to seek
+            h.wait_ready()
             with client_env(h.endpoint, h.workdir) as env:
                 header = self._archive_header(h, archive, env, what)
                 if h.create_database:
@@ -441,6 +466,7 @@ class PostgresEngine(Engine):
 
     def _connect(self, scratch: Scratch) -> psycopg.Connection:
         h: PgScratch = scratch.handle
+        h.wait_ready()
         return connect(h.endpoint, what=f"{scratch.kind} scratch")
 
     def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
@@ -474,12 +500,8 @@ class PostgresEngine(Engine):
 
     def fingerprints(self, *, scratch: Scratch, mode: str) -> dict[str, dict[str, Any]]:
         """Given a restored scratch, return its fingerprints, computed exactly as at dump time."""
-        with self._connect(scratch) as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            try:
-                return table_fingerprints(conn, mode)
-            finally:
-                conn.execute("ROLLBACK")
+        # The restored copy is quiescent: tables are fingerprinted in parallel, one connection per core.
+        return parallel_table_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1)
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Given a policy assertion's SQL, run it read-only with the pinned settings and return the
