@@ -44,6 +44,9 @@ ALL_TYPES_SQL = [
     "INSERT INTO lab.results (patient_id, value, unit) SELECT 1 + g % 3, g / 7.0, 'mmol/L' FROM generate_series(1, 2000) g",
     "CREATE INDEX results_patient_idx ON lab.results (patient_id)",
     "CREATE TABLE empty_table (id int PRIMARY KEY)",
+    # json and point have no hash function: this table falls back to the text method
+    "CREATE TABLE devices (id int PRIMARY KEY, config json, loc point)",
+    """INSERT INTO devices VALUES (1, '{"ward": "ICU", "beds": [1, 2]}', '(1.5,2)'), (2, NULL, NULL)""",
 ]
 
 
@@ -79,15 +82,22 @@ def test_round_trip_full_all_types_and_tamper_detection(pg_source_db, age_keys, 
     assert c["time"].endswith("+00:00")
     assert [s.name for s in sink.streams] == ["globals", "data"]
     fp = result.fingerprints
-    assert set(fp) == {"public.patients", "public.events", "lab.results", "public.empty_table"}
+    assert set(fp) == {"public.patients", "public.events", "lab.results", "public.empty_table", "public.devices"}
     assert fp["public.events"]["rows"] == 5 and fp["lab.results"]["rows"] == 2000
-    assert fp["public.empty_table"] == {"rows": 0, "hash": "0" * 32}
+    assert fp["public.empty_table"] == {"rows": 0, "hash": "0" * 32, "method": "record"}
     assert all(len(v["hash"]) == 32 for v in fp.values())
+    assert {k: v["method"] for k, v in fp.items()} == {
+        "public.patients": "record", "public.events": "record", "lab.results": "record",
+        "public.empty_table": "record", "public.devices": "text"}
 
     with engine.scratch(policy=policy, workdir=tmp_path / "drill") as scratch:
         assert scratch.kind == "ephemeral"
         engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
-        assert engine.fingerprints(scratch=scratch, mode="full") == fp
+        assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
+        # the method recorded in the manifest is honoured: forcing text gives a different, text-method hash
+        forced = engine.fingerprints(scratch=scratch, mode="full", like={"lab.results": {"method": "text"}})
+        assert forced["lab.results"]["method"] == "text" and forced["lab.results"]["hash"] != fp["lab.results"]["hash"]
+        assert forced["lab.results"]["rows"] == fp["lab.results"]["rows"]
         checks = engine.integrity_check(scratch=scratch)
         assert [(ch.name, ch.status) for ch in checks] == [("amcheck", "passed")]
         assert checks[0].data["indexes"] >= 4
@@ -185,7 +195,7 @@ def test_concurrent_inserts_during_dump_are_consistent(pg_source_db, age_keys, d
     assert pg_scalar(pg_source_db, "SELECT count(*) FROM orders") > fp["public.orders"]["rows"]  # writes went on
     with engine.scratch(policy=policy, workdir=tmp_path / "d") as scratch:
         engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
-        assert engine.fingerprints(scratch=scratch, mode="full") == fp
+        assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
 
 
 def test_unreachable_port_and_missing_database(pg_source_db, age_keys, dump_dir):

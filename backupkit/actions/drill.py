@@ -265,6 +265,6 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
 
 def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict]) -> None:
     checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
-    actual = engine.fingerprints(scratch=scratch, mode=manifest["fingerprint_mode"])
+    actual = engine.fingerprints(scratch=scratch, mode=manifest["fingerprint_mode"], like=manifest["fingerprints"])
     checks += compare_fingerprints(manifest["fingerprints"], actual)
     checks += run_assertions(engine, scratch, policy, _backup_time(manifest))

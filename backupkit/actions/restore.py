@@ -37,7 +37,8 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
                                  recipient_ids=manifest["recipients"])
             engine.restore(policy=policy, scratch=dest, source=source)
             checks = compare_fingerprints(manifest["fingerprints"],
-                                          engine.fingerprints(scratch=dest, mode=manifest["fingerprint_mode"]))
+                                          engine.fingerprints(scratch=dest, mode=manifest["fingerprint_mode"],
+                                                              like=manifest["fingerprints"]))
             destination = dest.info
     finally:
         shutil.rmtree(work, ignore_errors=True)

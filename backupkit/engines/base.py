@@ -154,8 +154,11 @@ class Engine(RestoreTargetMixin, abc.ABC):
         """Engine-native integrity checks of the restored copy (integrity_check, amcheck...)."""
 
     @abc.abstractmethod
-    def fingerprints(self, *, scratch: Scratch, mode: str) -> dict[str, dict[str, Any]]:
-        """Compute fingerprints on the restored copy, same shape and mode as at dump time."""
+    def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
+        """Compute fingerprints on the restored copy, same shape and mode as at dump time.
+
+        ``like`` is the manifest's fingerprints: where an engine has more than one
+        way to hash a table, it must use the one recorded there."""
 
     @abc.abstractmethod
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:

@@ -498,10 +498,10 @@ class PostgresEngine(Engine):
             return [CheckResult("amcheck", "failed", "; ".join(failures)[:2000], data=data)]
         return [CheckResult("amcheck", "passed", f"bt_index_check passed on {len(indexes)} btree indexes", data=data)]
 
-    def fingerprints(self, *, scratch: Scratch, mode: str) -> dict[str, dict[str, Any]]:
+    def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         """Given a restored scratch, return its fingerprints, computed exactly as at dump time."""
         # The restored copy is quiescent: tables are fingerprinted in parallel, one connection per core.
-        return parallel_table_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1)
+        return parallel_table_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Given a policy assertion's SQL, run it read-only with the pinned settings and return the

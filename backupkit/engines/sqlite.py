@@ -177,7 +177,7 @@ class SqliteEngine(Engine):
                                f"{len(fk)} violations" if fk else "no violations"))
         return out
 
-    def fingerprints(self, *, scratch: Scratch, mode: str) -> dict[str, dict[str, Any]]:
+    def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         with contextlib.closing(sqlite3.connect(f"file:{scratch.handle}?mode=ro", uri=True)) as conn:
             return table_fingerprints(conn, mode)
 
