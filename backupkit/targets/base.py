@@ -9,7 +9,6 @@ limits) lives in ``targets/wrappers.py`` and composes around any target.
 from __future__ import annotations
 
 import abc
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -98,15 +97,3 @@ class Target(abc.ABC):
         """Human label without secrets, e.g. ``sftp backup@dr.example.org:22/srv/backupkit``."""
         return self.name
 
-
-def sha256_stream(f: BinaryIO, chunk: int = CHUNK) -> tuple[str, int]:
-    """Hash a readable stream to EOF; returns (hex digest, byte count)."""
-    h = hashlib.sha256()
-    n = 0
-    while True:
-        b = f.read(chunk)
-        if not b:
-            break
-        h.update(b)
-        n += len(b)
-    return h.hexdigest(), n
