@@ -98,3 +98,15 @@ def test_evidence_record_tamper_even_with_resummed_files(workspace, tmp_path):
     (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     r = workspace.run("evidence", "verify", str(out))
     assert r.code == 3 and "SHA256SUMS" in r.err, r
+
+
+def test_report_html_names_the_copy_and_renders_both_languages(workspace):
+    workspace.ok("backup", "demo-lis")
+    workspace.ok("drill", "demo-lis", "--from", "offsite")
+    for lang, words in (("zh", ["使用副本", "恢复演练明细", "符合"]), ("en", ["Copy used", "Restore drills", "met"])):
+        out = workspace.root / f"bundle-{lang}"
+        workspace.ok("evidence", "export", "--out", str(out), "--lang", lang)
+        html = (out / "report.html").read_text()
+        for w in words:
+            assert w in html, (lang, w)
+        assert "offsite" in html and "<script" not in html  # self-contained, no scripts
