@@ -277,3 +277,25 @@ def test_round_trip_without_backupkit(workspace, tmp_path):
     a = table_fingerprints(sqlite3.connect(out), "full")
     b = table_fingerprints(sqlite3.connect(workspace.db), "full")
     assert a == b == manifest["fingerprints"]
+
+
+def test_repository_disk_full_records_nothing_as_good(workspace):
+    """A full repository disk: exit 1 naming the problem, staging removed, no backup record."""
+    workspace.ok("backup", "demo-lis", "--no-copy")  # creates the repository layout
+    workspace.repo.mkdir(exist_ok=True)
+    full = workspace.repo / "demo-lis"
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(workspace.repo / ".staging")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, f"this test needs root to mount a tiny tmpfs: {p.stderr}"
+    try:
+        r = workspace.run("backup", "demo-lis", "--no-copy")
+        assert r.code == 1, r
+        assert "full" in r.err.lower() and "free space under" in r.err and "Traceback" not in r.err, r
+        assert len(workspace.backups()) == 1 and len(workspace.ledger_rows("backup")) == 1
+        assert list((workspace.repo / ".staging").iterdir()) == []
+        assert len(workspace.ledger_rows("abandoned")) == 1
+    finally:
+        subprocess.run(["umount", str(workspace.repo / ".staging")], check=True)
+    assert full.exists()
+    workspace.ok("backup", "demo-lis", "--no-copy")
+    assert "0 failed" in workspace.ok("verify", "--deep").out

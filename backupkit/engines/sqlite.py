@@ -126,7 +126,8 @@ class SqliteEngine(Engine):
             conn.execute("COMMIT")
             version = sqlite3.sqlite_version
         except sqlite3.Error as e:
-            raise JobFailed(f"policy {policy.system}: SQLite backup of {policy.source.path} failed: {e}") from None
+            hint = f"; free space under {sink.workdir.parent.parent}" if "full" in str(e) else ""
+            raise JobFailed(f"policy {policy.system}: SQLite backup of {policy.source.path} into {copy} failed: {e}{hint}") from None
         finally:
             conn.close()
         with open(copy, "rb") as f:
