@@ -299,3 +299,9 @@ def test_repository_disk_full_records_nothing_as_good(workspace):
     assert full.exists()
     workspace.ok("backup", "demo-lis", "--no-copy")
     assert "0 failed" in workspace.ok("verify", "--deep").out
+
+
+def test_engine_not_yet_implemented_is_a_clear_config_error(workspace):
+    workspace.edit_policy(lambda p: p.update(engine="oracle", source={"dsn": "his-db/HISPDB"}))
+    r = workspace.run("backup", "demo-lis")
+    assert r.code == 2 and "engine oracle is not implemented" in r.err, r

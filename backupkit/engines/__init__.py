@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from .. import __version__
 from ..errors import ConfigError
 from .base import Engine
 
@@ -24,6 +25,9 @@ def get_engine(name: str) -> Engine:
     try:
         mod = importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as e:
+        if e.name == f"{__name__}.{module}":
+            raise ConfigError(f"engine {name} is not implemented in backupkit {__version__} yet; "
+                              "use sqlite or postgres") from None
         raise ConfigError(
             f"engine {name} is not available ({e.name} is not installed); install backupkit[{name}]"
         ) from None
