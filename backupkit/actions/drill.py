@@ -62,7 +62,9 @@ class Timeline:
 class TimedSource(DirectorySource):
     """Restore source that accounts the time spent decrypting and decompressing."""
 
-    decrypt_seconds = 0.0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decrypt_seconds = 0.0
 
     def stream_to(self, name, writer):
         t0 = time.monotonic()
