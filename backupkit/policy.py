@@ -167,6 +167,9 @@ def load_policy(file: Path) -> Policy:
         for k in ("path", "password_file"):
             if k in data["source"] and data["source"][k] and not Path(str(data["source"][k])).is_absolute():
                 data["source"][k] = str((file.parent / str(data["source"][k])).resolve())
+    for internal in ("file", "content_sha256"):  # set by the loader, never by the YAML
+        if internal in data:
+            raise ConfigError(f"{file}: unknown field {internal!r}; remove it (see docs/policy.md)")
     try:
         p = Policy.model_validate(data)
     except ValidationError as e:
