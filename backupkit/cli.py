@@ -208,11 +208,14 @@ def verify(obj, systems, deep, sample, target):
 @click.option("--corrective-action", "actions", multiple=True, help="Corrective action to record (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
 @click.option("--due", is_flag=True, help="Only drill systems whose drill.every says a drill is due.")
+@click.option("--sample", type=click.IntRange(min=1), help="Also drill N randomly chosen older backups of SYSTEM.")
 @pass_ctx
 @handles_errors
-def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due):
+def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, sample):
     """Restore a backup into a scratch instance, prove it, tear it down, record it."""
-    from .actions.drill import run_drill
+    import random
+
+    from .actions.drill import candidate_backups, run_drill
     from .report_text import print_drill
     from .scheduler import drill_is_due
 
@@ -222,11 +225,15 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due):
         policies = [p for p in policies if drill_is_due(ctx, p)]
         if not policies:
             click.echo("no drill is due")
-    if backup_id and len(policies) != 1:
-        raise ConfigError("--backup needs a SYSTEM")
+    if (backup_id or sample) and not system:
+        raise ConfigError("--backup and --sample need a SYSTEM")
+    runs = [(p, backup_id) for p in policies]
+    if sample:
+        older = candidate_backups(ctx, policies[0], from_target)[:-1]  # the latest is drilled anyway
+        runs += [(policies[0], b) for b in sorted(random.sample(older, min(sample, len(older))))]
     worst = 0
-    for policy in policies:
-        out = run_drill(ctx, policy, backup_id=backup_id, from_target=from_target, reviewer=reviewer,
+    for policy, bid in runs:
+        out = run_drill(ctx, policy, backup_id=bid, from_target=from_target, reviewer=reviewer,
                         corrective_actions=list(actions))
         if as_json:
             click.echo(json.dumps(out.record, ensure_ascii=False, indent=2))

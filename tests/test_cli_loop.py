@@ -110,3 +110,17 @@ def test_report_html_names_the_copy_and_renders_both_languages(workspace):
         for w in words:
             assert w in html, (lang, w)
         assert "offsite" in html and "<script" not in html  # self-contained, no scripts
+
+
+def test_drill_sample_restores_older_backups_without_judging_their_age(workspace):
+    for _ in range(3):
+        workspace.ok("backup", "demo-lis", "--no-copy")
+    ids = [p.name for p in workspace.backups()]
+    r = workspace.ok("drill", "demo-lis", "--sample", "2", "--json")
+    recs = json.loads("[" + r.out.replace("}\n{", "},{") + "]")
+    assert [x["backup_id"] for x in recs] == [ids[-1], ids[0], ids[1]]
+    assert all(x["verdict"] == "passed" for x in recs)
+    assert recs[0]["rpo"]["judged"] is True and recs[0]["rpo"]["met"] is True
+    assert recs[1]["rpo"]["judged"] is False and recs[1]["rpo"]["met"] is None
+    r = workspace.run("drill", "--sample", "1")
+    assert r.code == 2 and "need a SYSTEM" in r.err
