@@ -76,6 +76,13 @@ def test_pg_backup_verify_drill_restore(pg_workspace, pg_database):
     r = ws.run("restore", "his", "--to", pg_dsn(target))
     assert r.code == 2 and "not empty" in r.err and "--force" in r.err, r
     assert len(ws.ledger_rows("restore")) == 1
+    # --force over a damaged copy: objects the archive recreates are replaced, and fingerprints match
+    pg_exec(target, "DELETE FROM encounters WHERE id > 10", "UPDATE patients SET name = 'damaged'")
+    r = ws.ok("restore", "his", "--to", pg_dsn(target), "--force")
+    assert "fingerprints match" in r.out
+    assert pg_scalar(target, "SELECT count(*) FROM encounters") == 6000
+    assert pg_scalar(target, "SELECT count(*) FROM patients WHERE name = 'damaged'") == 0
+    assert json.loads(ws.ledger_rows("restore")[-1][3])["forced"] is True
 
 
 @pytest.mark.parametrize("dsn_tail,needle", [

@@ -31,8 +31,10 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
         manifest = check_artifacts(ctx, picked, what)
         check_identity(ctx, manifest, what)
         with engine.restore_target(policy=policy, dsn=dsn) as dest:
-            if not engine.is_empty(scratch=dest) and not force:
-                raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
+            if not engine.is_empty(scratch=dest):
+                if not force:
+                    raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
+                dest.replace_existing = True
             source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
                                  recipient_ids=manifest["recipients"])
             engine.restore(policy=policy, scratch=dest, source=source)

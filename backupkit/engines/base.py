@@ -102,6 +102,7 @@ class Scratch:
     info: dict[str, Any] = field(default_factory=dict)
     teardown_proof: dict[str, Any] = field(default_factory=dict)
     handle: Any = None  # engine-private: connection parameters, process, path
+    replace_existing: bool = False  # restore --force: drop and replace objects the destination already has
 
 
 class RestoreTargetMixin:

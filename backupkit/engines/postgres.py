@@ -405,7 +405,7 @@ class PostgresEngine(Engine):
                     buf = io.BytesIO()
                     source.stream_to("globals", buf)
                     self._apply_globals(h, buf.getvalue().decode("utf-8"), env, what)
-                self._pg_restore(policy, h, archive, env, what)
+                self._pg_restore(policy, h, archive, env, what, replace_existing=scratch.replace_existing)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 archive.unlink()
@@ -447,13 +447,16 @@ class PostgresEngine(Engine):
         if fatal or proc.returncode not in (0, 3):
             raise JobFailed(f"{what}: replaying roles failed: {'; '.join(fatal)[:STDERR_TAIL] or _tail(proc.stderr)}")
 
-    def _pg_restore(self, policy, h: PgScratch, archive: Path, env: dict, what: str) -> None:
+    def _pg_restore(self, policy, h: PgScratch, archive: Path, env: dict, what: str,
+                    replace_existing: bool = False) -> None:
         jobs = int((policy.source.options or {}).get("restore_jobs") or os.cpu_count() or 1)
         argv = [str(h.bindir / "pg_restore"), f"--jobs={jobs}", "--no-tablespaces", "--dbname", h.endpoint.conninfo()]
         if not h.keep_owners:
             argv += ["--no-owner", "--no-privileges"]
         if not h.subscriptions:
             argv += ["--no-subscriptions"]
+        if replace_existing:  # restore --force over a non-empty database: drop what the archive recreates
+            argv += ["--clean", "--if-exists"]
         argv.append(str(archive))
         t0 = time.monotonic()
         proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
