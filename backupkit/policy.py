@@ -122,6 +122,17 @@ class Policy(_Strict):
     file: Path | None = Field(None, exclude=True)
     content_sha256: str = Field("", exclude=True)
 
+    @field_validator("controls")
+    @classmethod
+    def _known_controls(cls, v: list[str]) -> list[str]:
+        from .evidence.controls import load_mappings
+
+        known = load_mappings()
+        unknown = [c for c in v if c not in known]
+        if unknown:
+            raise ValueError(f"unknown control mapping {unknown[0]!r}; use {', '.join(sorted(known))}")
+        return v
+
     @property
     def tier_label(self) -> str:
         for label, td in TIERS.items():

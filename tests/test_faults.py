@@ -20,6 +20,7 @@ def test_unknown_policy_field_exit_2(workspace):
 
 @pytest.mark.parametrize("field,value,expect", [
     ("tier", "soon", "tier"),
+    ("controls", ["mlps3"], "controls"),
     ("engine", "db2", "engine"),
     ("system", "HIS System", "system"),
 ])

@@ -8,6 +8,7 @@ pure function from the period's records and the policies in scope to
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Callable
 
@@ -91,6 +92,7 @@ PREDICATES: dict[str, Predicate] = {f.__name__: f for f in (
     backups_encrypted, ledger_chain_intact, ledger_copied_offsite, policies_in_force, criticality_tiers_set)}
 
 
+@functools.lru_cache(maxsize=1)
 def load_mappings() -> dict[str, dict]:
     out = {}
     for f in resources.files("backupkit.data.controls").iterdir():
