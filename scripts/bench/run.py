@@ -117,8 +117,7 @@ def pipeline(stages: list[list[str]], out_path: Path | None = None) -> tuple[flo
     t0 = time.monotonic()
     procs = []
     prev = None
-    for i, argv in enumerate(stages):
-        last = i == len(stages) - 1
+    for argv in stages:
         p = subprocess.Popen(argv, stdin=prev, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if prev is not None:
             prev.close()
