@@ -21,3 +21,17 @@ def test_prune_local_and_offsite(workspace):
     rows = [json.loads(r[3]) for r in workspace.ledger_rows("prune")]
     assert {r["location"] for r in rows} == {"local", "offsite"}
     assert "0 failed" in workspace.ok("verify", "--target", "offsite").out
+
+
+def test_prune_offsite_ignores_an_unfinished_newer_copy(workspace):
+    workspace.edit_policy(lambda p: p.update(retention={"daily": 1, "weekly": 0, "monthly": 0, "yearly": 0}))
+    workspace.ok("backup", "demo-lis")
+    (good,) = [p.name for p in workspace.backups()]
+    # a newer copy that never finished: its stream arrived, the manifest (uploaded last) did not
+    unfinished = workspace.offsite / "demo-lis" / "29991231T000000.000Z-ffffff"
+    unfinished.mkdir(parents=True)
+    (unfinished / "data.zst.age").write_bytes(b"x" * 100)
+    workspace.ok("prune")
+    assert (workspace.offsite / "demo-lis" / good / "manifest.json").exists()  # the last good copy survives
+    assert unfinished.exists()  # and the unfinished one is left for 'copy' to complete or replace
+    assert "0 failed" in workspace.ok("verify", "--target", "offsite").out

@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 LEDGER_KEY = "_ledger/ledger.db"
 
 
+def remote_backup_ids(target, system: str) -> list[str]:
+    """IDs of the backups of ``system`` that are complete on ``target`` (the manifest is uploaded last)."""
+    return sorted({k.split("/")[1] for k in target.list(f"{system}/") if k.endswith("/" + MANIFEST)})
+
+
 def backup_files(ref: BackupRef, manifest: dict) -> list[tuple[str, Path, str | None]]:
     """(file name, local path, expected sha256 or None) in upload order: streams, signature, manifest."""
     files = [(s["file"], ref.path / s["file"], s["artifact_sha256"]) for s in manifest["streams"]]

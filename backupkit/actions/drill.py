@@ -31,6 +31,7 @@ from ..expect import judge
 from ..manifest import MANIFEST, SIGNATURE, load_manifest
 from ..policy import Policy
 from ..verdict import Verdict, compare_fingerprints, drill_verdict
+from .copy import remote_backup_ids
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +95,10 @@ class Picked:
     copy: dict
 
 
-def _latest_remote(target, system: str) -> list[str]:
-    ids = sorted({k.split("/")[1] for k in target.list(f"{system}/") if k.endswith("/" + MANIFEST)})
-    return ids
-
-
 def fetch_from_target(ctx: Context, policy: Policy, target_name: str, backup_id: str | None, dest: Path) -> Picked:
     """Download one backup's manifest, signature and streams from a target into ``dest``."""
     with ctx.target(target_name) as target:
-        ids = _latest_remote(target, policy.system)
+        ids = remote_backup_ids(target, policy.system)
         if not ids:
             raise JobFailed(f"target {target_name}: holds no backup of system {policy.system}; run 'backupkit copy'")
         bid = backup_id or ids[-1]
@@ -124,7 +120,7 @@ def candidate_backups(ctx: Context, policy: Policy, from_target: str | None) -> 
     """Backup IDs a drill could use: the local repository's, or those complete on ``from_target``."""
     if from_target:
         with ctx.target(from_target) as target:
-            return _latest_remote(target, policy.system)
+            return remote_backup_ids(target, policy.system)
     return [r.backup_id for r in ctx.repository.backups(policy.system)]
 
 
@@ -175,7 +171,7 @@ def _backup_time(manifest: dict) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
-def _workdir(ctx: Context) -> Path:
+def scratch_workdir(ctx: Context) -> Path:
     base = ctx.config.scratch_dir
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
@@ -201,7 +197,7 @@ def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, fro
     state = {"checks": [], "restored": False, "manifest": None, "rto_end": None}
     failed_step = error = None
     verification_error = False
-    work = _workdir(ctx)
+    work = scratch_workdir(ctx)
     t_first_byte = time.monotonic()
     try:
         _drill_steps(ctx, policy, engine, tl, record, state, work, backup_id, from_target, after_restore)

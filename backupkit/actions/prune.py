@@ -15,6 +15,7 @@ from ..context import Context
 from ..errors import BackupkitError
 from ..policy import Policy
 from ..retention import backup_time, plan_prune
+from .copy import remote_backup_ids
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,8 @@ def prune(ctx: Context, policies: list[Policy], *, dry_run: bool = False) -> tup
         for target_name in policy.targets:
             try:
                 with ctx.target(target_name) as target:
-                    ids = sorted({k.split("/")[1] for k in target.list(f"{policy.system}/")
-                                  if k.count("/") >= 2 and k.split("/")[1][:1].isdigit()})
-                    plan = _plan(policy, ids)
+                    # only complete copies count: an unfinished newer copy must not push out the last good one
+                    plan = _plan(policy, remote_backup_ids(target, policy.system))
                     if not dry_run:
                         for bid in plan.remove:
                             # manifest first: a target never shows a manifest whose streams are gone

@@ -16,13 +16,13 @@ from ..engines import get_engine
 from ..errors import ConfigError, VerificationFailed
 from ..policy import Policy
 from ..verdict import compare_fingerprints
-from .drill import TimedSource, _workdir, check_artifacts, check_identity, fetch_from_target, pick_local
+from .drill import TimedSource, check_artifacts, check_identity, fetch_from_target, pick_local, scratch_workdir
 
 
 def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str, from_target: str | None,
                 force: bool) -> dict:
     engine = get_engine(policy.engine)
-    work = _workdir(ctx)
+    work = scratch_workdir(ctx)
     t0 = time.monotonic()
     try:
         picked = (fetch_from_target(ctx, policy, from_target, backup_id, work / "fetched") if from_target
