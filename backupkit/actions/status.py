@@ -41,10 +41,6 @@ class SystemStatus:
         return bool(self.problems)
 
 
-def _t(r: Record) -> datetime:
-    return r.when
-
-
 def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus:
     """Given a policy, its ledger records (any order) and the time now, judge it."""
     st = SystemStatus(policy.system, policy.tier_label, rpo_seconds=policy.rpo.total_seconds(),
@@ -56,19 +52,18 @@ def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus
     if backups:
         last = backups[-1]
         st.last_backup = last.subject
-        st.last_backup_age_seconds = (now - _t(last)).total_seconds()
-    st.backup_ok = age_ok(_t(backups[-1]) if backups else None, policy.rpo, now)
+        st.last_backup_age_seconds = (now - last.when).total_seconds()
+    st.backup_ok = age_ok(backups[-1].when if backups else None, policy.rpo, now)
     if not st.backup_ok:
         st.problems.append("no backup yet" if not backups else
                            f"last backup is {format_duration(st.last_backup_age_seconds)} old, RPO {format_duration(policy.rpo)}")
-    if policy.targets:
-        for target in policy.targets:
-            mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
-            if mine:
-                st.last_offsite_copy = max(st.last_offsite_copy or "", mine[-1].subject)
-            if not age_ok(_t(mine[-1]) if mine else None, policy.rpo, now):
-                st.offsite_ok = False
-                st.problems.append(f"no verified offsite copy on {target} within the RPO")
+    for target in policy.targets:
+        mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
+        if mine:
+            st.last_offsite_copy = max(st.last_offsite_copy or "", mine[-1].subject)
+        if not age_ok(mine[-1].when if mine else None, policy.rpo, now):
+            st.offsite_ok = False
+            st.problems.append(f"no verified offsite copy on {target} within the RPO")
     if drills:
         last = drills[-1]
         st.last_drill = last.subject
@@ -77,7 +72,7 @@ def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus
         if st.last_rto_seconds is not None:
             st.rto_ok = st.last_rto_seconds <= policy.tier.total_seconds()
     passed = [d for d in drills if d.body.get("verdict") == "passed"]
-    st.drill_ok = age_ok(_t(passed[-1]) if passed else None, policy.drill.every, now)
+    st.drill_ok = age_ok(passed[-1].when if passed else None, policy.drill.every, now)
     if not st.drill_ok:
         st.problems.append("no passing drill yet" if not passed else
                            f"last passing drill is older than drill.every ({format_duration(policy.drill.every)})")
