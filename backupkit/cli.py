@@ -49,7 +49,8 @@ def _context(obj):
 
     if "ctx" not in obj:
         obj["ctx"] = Context.load(obj.get("config"))
-        log.setup(obj.get("verbose", False), obj["ctx"].config.log_file or obj.get("log_json"))
+        if obj["ctx"].config.log_file:  # the group already set up logging; only the config can add a file
+            log.setup(obj.get("verbose", False), obj["ctx"].config.log_file)
     return obj["ctx"]
 
 
