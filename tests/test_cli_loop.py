@@ -12,6 +12,10 @@ def test_backup_verify_drill_status_evidence(workspace):
     manifest = json.loads((bdir / MANIFEST).read_text())
     assert set(manifest["fingerprints"]) == {"patients", "encounters", "orders", "lab_results"}
     assert all(fp["hash"] for fp in manifest["fingerprints"].values())
+    import hashlib
+
+    (row,) = workspace.ledger_rows("backup")
+    assert json.loads(row[3])["manifest_sha256"] == hashlib.sha256((bdir / MANIFEST).read_bytes()).hexdigest()
     # the offsite copy exists, complete, and no partial files linger
     files = sorted(p.name for p in (workspace.offsite / "demo-lis" / bdir.name).iterdir())
     assert files == ["data.zst.age", "manifest.json", "manifest.sig"]

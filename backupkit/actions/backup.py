@@ -7,6 +7,7 @@ policy's targets (``copy`` records). Returns one outcome per system.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import FORMAT_VERSION, progress
-from ..artifact import DirectorySink, sha256_file
+from ..artifact import DirectorySink
 from ..context import Context
 from ..engines import get_engine
 from ..errors import BackupkitError, JobFailed
@@ -140,7 +141,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                 finished = datetime.now(timezone.utc)
                 manifest = build_manifest(ctx, policy, backup_id=backup_id, result=result, streams=sink.streams,
                                           started=started, finished=finished, trigger=trigger, planned=planned)
-                write_manifest(staging, manifest, signer)
+                manifest_bytes = write_manifest(staging, manifest, signer)
                 ref = repo.commit(staging, policy.system, backup_id)
             except OSError as e:
                 repo.discard(staging)
@@ -157,7 +158,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                 why = f"signal {_received[0]}" if _received else type(e).__name__
                 raise JobFailed(f"system {policy.system}: backup interrupted ({why}); nothing was recorded") from None
             ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id, body={
-                "manifest_sha256": sha256_file(ref.manifest_path)[0], **_backup_body(manifest, ref)})
+                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(), **_backup_body(manifest, ref)})
             logger.info("system %s: backup %s committed (%d bytes)", policy.system, backup_id, manifest["artifact_bytes"])
             return ref, manifest
     finally:
