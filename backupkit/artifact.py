@@ -23,6 +23,7 @@ import zstandard
 
 from .engines.base import StreamInfo
 from .errors import JobFailed, VerificationFailed
+from .files import is_regular, open_regular
 from .keys import Identity, Recipient
 
 CHUNK = 1 << 20
@@ -158,7 +159,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
     """Hex SHA-256 and size of a file, read in large chunks."""
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path, str(path)) as f:
         buf = bytearray(4 * CHUNK)
         view = memoryview(buf)
         while True:
@@ -176,12 +177,26 @@ def check_stream_files(directory: Path, streams: list[dict], what: str) -> None:
     Raises VerificationFailed naming ``what`` and the file. Needs no key.
     """
     for s in streams:
-        path = directory / s["file"]
-        if not path.exists():
-            raise VerificationFailed(f"{what}: {s['file']} is missing")
+        path = directory / stream_file_name(s, what)
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            raise VerificationFailed(f"{what}: {s['file']} is missing") from None
+        if not is_regular(path):
+            raise VerificationFailed(f"{what}: {s['file']} is not a regular file (a symlink, directory or device was put there)")
+        if size != s["artifact_bytes"]:
+            raise VerificationFailed(f"{what}: {s['file']} is {size} bytes, the manifest says {s['artifact_bytes']}; the artifact is truncated or corrupt")
         digest, size = sha256_file(path)
         if size != s["artifact_bytes"] or digest != s["artifact_sha256"]:
             raise VerificationFailed(f"{what}: {s['file']} SHA-256 or size differs from the manifest; the artifact is corrupt")
+
+
+def stream_file_name(stream: dict, what: str) -> str:
+    """A stream's file name from a (signed) manifest: a plain ``<name>.zst.age``, never a path."""
+    name = stream.get("file") if isinstance(stream, dict) else None
+    if not isinstance(name, str) or "/" in name or name.startswith(".") or not name.endswith(SUFFIX):
+        raise VerificationFailed(f"{what}: the manifest names an invalid stream file {name!r}")
+    return name
 
 
 def no_identity_message(what: str, recipient_ids: list[str], identities: list[Identity]) -> str:
@@ -274,7 +289,7 @@ class DirectorySource:
 
     def stream_to(self, name: str, writer: BinaryIO) -> None:
         info = self.streams[name]
-        with open(self.directory / info.file, "rb") as f:
+        with open_regular(self.directory / info.file, self.what) as f:
             read_stream(f, writer, self.identities, info, what=self.what, recipient_ids=self.recipient_ids)
 
     def to_file(self, name: str, path: Path) -> Path:

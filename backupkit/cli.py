@@ -15,13 +15,15 @@ from pathlib import Path
 import click
 
 from . import __version__, log, progress
-from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError
+from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError, JobFailed, VerificationFailed
 
 pass_ctx = click.make_pass_decorator(dict, ensure=True)
 
 
 def _fail(message: str, code: int):
-    click.echo(f"backupkit: {message}", err=True)
+    from .redact import redact_text
+
+    click.echo(f"backupkit: {redact_text(message)}", err=True)
     sys.exit(code)
 
 
@@ -60,6 +62,18 @@ def _alert(ctx, kind: str, system: str, message: str) -> None:
 
     if ctx.config.notify.webhooks or ctx.config.notify.email:
         send(ctx.config.notify, event(kind, system, message))
+
+
+def _backup_id_option(cctx, param, value):
+    """Click callback: a backup ID or nothing; anything else (a path, '..') exits 2 before a file is touched."""
+    if value is None:
+        return None
+    from .names import check_backup_id
+
+    try:
+        return check_backup_id(value, param.opts[0] if isinstance(param, click.Option) else "BACKUP_ID")
+    except BackupkitError as e:
+        _fail(str(e), e.exit_code)
 
 
 def _parse_day(value: str | None, param: str) -> str | None:
@@ -194,7 +208,9 @@ def verify(obj, systems, deep, sample, target):
     else:
         report = verify_local(ctx, policies, deep=deep, sample=sample)
     for r in report.results:
-        click.echo(f"{r['status']:6} {r['system']}/{r['backup_id']}  {r['detail']}")
+        click.echo(f"{r['status']:7} {r['system']}/{r['backup_id']}  {r['detail']}")
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
     click.echo(f"{len(report.results)} backup(s) checked on {report.where}, {len(report.failed)} failed")
     for r in report.failed:
         _alert(ctx, "verification failed", r["system"], r["detail"])
@@ -203,7 +219,7 @@ def verify(obj, systems, deep, sample, target):
 
 @cli.command()
 @click.argument("system", required=False)
-@click.option("--backup", "backup_id", help="Drill this backup ID instead of the latest.")
+@click.option("--backup", "backup_id", callback=_backup_id_option, help="Drill this backup ID instead of the latest.")
 @click.option("--from", "from_target", help="Restore from this offsite target's copy (as in a real disaster).")
 @click.option("--reviewer", help="Who reviews this drill (recorded).")
 @click.option("--corrective-action", "actions", multiple=True, help="Corrective action to record (repeatable).")
@@ -249,7 +265,7 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
 
 @cli.command()
 @click.argument("system")
-@click.argument("backup_id", required=False)
+@click.argument("backup_id", required=False, callback=_backup_id_option)
 @click.option("--to", "dsn", required=True, help="Destination: a DSN, or a file path for SQLite.")
 @click.option("--from", "from_target", help="Restore from this offsite target's copy.")
 @click.option("--force", is_flag=True, help="Restore even though the destination is not empty.")
@@ -278,8 +294,16 @@ def prune(obj, systems, dry_run):
     summaries, errors = do_prune(ctx, ctx.select(systems), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for s in summaries:
-        click.echo(f"{s['system']} on {s['location']}: {verb} {len(s['removed'])}, kept {len(s['kept'])}"
-                   + (f" ({', '.join(s['removed'])})" if s["removed"] else ""))
+        click.echo(f"{s['system']} on {s['location']}: {verb} {len(s['removed'])}, kept {len(s['kept'])}")
+        for bid in sorted(set(s["kept"]) | set(s["removed"])):
+            if bid in s["kept"]:
+                click.echo(f"  keep    {bid}  {'; '.join(s['kept'][bid])}")
+            else:
+                click.echo(f"  {'remove' if dry_run else 'removed'}  {bid}  no retention rule keeps it")
+        for bid in s.get("orphans", []):
+            click.echo(f"  {'remove' if dry_run else 'removed'}  {bid}  files of an unfinished copy that is not needed")
+        for w in s.get("warnings", []):
+            click.echo(f"warning: {w}", err=True)
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
     sys.exit(max((e.exit_code for e in errors), default=0))
@@ -303,22 +327,34 @@ def list_(obj, systems):
 @pass_ctx
 @handles_errors
 def status(obj, fmt):
-    """Backup age vs RPO, offsite copies, drill age and RTO per system (exit 4 if overdue)."""
+    """Backup age vs RPO, offsite copies, drill age and RTO per system (exit 4 if overdue, 3 if backups
+    are missing or the ledger was rolled back)."""
+    from .actions.anchors import anchor_targets, check_target
+    from .actions.status import anchors_prometheus, to_json, to_prometheus
     from .actions.status import status as do_status
-    from .actions.status import to_json, to_prometheus
+    from .errors import EXIT_VERIFY
     from .report_text import print_status
 
     ctx = _context(obj)
     rows = do_status(ctx, ctx.select([], True))
+    anchors = [check_target(ctx, t) for t in anchor_targets(ctx)]
     if fmt == "json":
         click.echo(json.dumps(to_json(rows), ensure_ascii=False, indent=2))
     elif fmt == "prometheus":
-        click.echo(to_prometheus(rows), nl=False)
+        click.echo(to_prometheus(rows) + anchors_prometheus(anchors), nl=False)
     else:
         print_status(rows)
+        for a in anchors:
+            click.echo(f"ledger vs {a.where}: {a.status}: {a.detail}")
     for r in rows:
         if r.overdue:
             _alert(ctx, "overdue", r.system, "; ".join(r.problems))
+    rolled = [a for a in anchors if a.status == "rolled-back"]
+    for a in rolled:
+        click.echo(f"backupkit: ledger rolled back: {a.detail}", err=True)
+        _alert(ctx, "ledger rolled back", "*", a.detail)
+    if rolled or any(r.integrity_failed for r in rows):
+        sys.exit(EXIT_VERIFY)
     sys.exit(EXIT_OVERDUE if any(r.overdue for r in rows) else 0)
 
 
@@ -328,13 +364,47 @@ def ledger():
 
 
 @ledger.command("verify")
+@click.option("--against", "against", multiple=True,
+              help="Also check the signed ledger head and snapshot on this target (repeatable; 'all' for every target).")
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help="Also check that the ledger still contains this 'backupkit ledger head' line (repeatable).")
 @pass_ctx
 @handles_errors
-def ledger_verify(obj):
-    """Walk the whole hash chain and every signature (exit 3 at the first broken link)."""
+def ledger_verify(obj, against, checkpoints):
+    """Walk the whole hash chain and every signature (exit 3 at the first broken link), and check the
+    ledger against anchors kept outside it (exit 3 when it was rolled back)."""
+    from .actions.anchors import anchor_targets, check_checkpoint, check_target
+
     ctx = _context(obj)
     n = ctx.ledger.verify(ctx.signer.public)
     click.echo(f"ledger {ctx.config.ledger}: {n} records, chain and signatures intact")
+    names = anchor_targets(ctx) if "all" in against else list(against)
+    results = [check_target(ctx, t) for t in names] + [check_checkpoint(ctx, c) for c in checkpoints]
+    for a in results:
+        click.echo(f"{a.status:11} {a.where}: {a.detail}")
+    bad = [a for a in results if a.status in ("rolled-back", "unreachable")]
+    for r in ctx.ledger.records():  # valid records, but an auditor should know the clock stepped back
+        step = r.body.get("clock_step")
+        if isinstance(step, dict):
+            back = f"{float(step.get('seconds_back', 0)):.3f}".rstrip("0").rstrip(".")
+            click.echo(f"warning: record seq {r.seq}: clock went back {back}s (previous seq {step.get('previous_seq')}); "
+                       "order is by seq", err=True)
+    if any(a.status == "rolled-back" for a in bad):
+        raise VerificationFailed(next(a.detail for a in bad if a.status == "rolled-back"))
+    if bad:
+        raise JobFailed(bad[0].detail)
+
+
+@ledger.command("head")
+@pass_ctx
+@handles_errors
+def ledger_head(obj):
+    """Print the ledger's signed head: one line for the paper log book or the assessor."""
+    from .anchor import make_head
+
+    ctx = _context(obj)
+    ctx.ledger.verify(ctx.signer.public)
+    click.echo(make_head(ctx.ledger, ctx.signer))
 
 
 @ledger.command("annotate")
@@ -350,6 +420,39 @@ def ledger_annotate(obj, system, text, kind, subject):
     rec = ctx.ledger.append(ctx.signer, kind=kind, policy=system, subject=subject or system,
                             body={"text": text, "operator": ctx.operator})
     click.echo(f"recorded {kind} as ledger record {rec.seq}")
+
+
+@cli.group()
+def hold():
+    """Legal or audit holds: a backup on hold is never pruned."""
+
+
+@hold.command("add")
+@click.argument("system")
+@click.argument("backup_id", callback=_backup_id_option)
+@click.option("--reason", required=True, help="Why it is held (an audit, an incident, a court order).")
+@pass_ctx
+@handles_errors
+def hold_add(obj, system, backup_id, reason):
+    """Keep SYSTEM's backup BACKUP_ID whatever retention says, until released."""
+    from .actions.holds import set_hold
+
+    rec = set_hold(_context(obj), system, backup_id, reason=reason, release=False)
+    click.echo(f"{system}/{backup_id} is on hold (ledger record {rec.seq})")
+
+
+@hold.command("release")
+@click.argument("system")
+@click.argument("backup_id", callback=_backup_id_option)
+@click.option("--reason", required=True, help="Why the hold ends.")
+@pass_ctx
+@handles_errors
+def hold_release(obj, system, backup_id, reason):
+    """End the hold on SYSTEM's backup BACKUP_ID; retention applies again."""
+    from .actions.holds import set_hold
+
+    rec = set_hold(_context(obj), system, backup_id, reason=reason, release=True)
+    click.echo(f"{system}/{backup_id} is no longer on hold (ledger record {rec.seq})")
 
 
 @cli.group()

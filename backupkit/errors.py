@@ -3,7 +3,11 @@
 Every error the operator can see is one of these. Its message is one line that
 names the file, field, host or backup concerned and says what to do. The CLI
 prints ``backupkit: <message>`` and exits with ``exit_code``; see docs/exit-codes.md.
+``str(error)`` is redacted (backupkit.redact): no URL credential, webhook token
+or ``password=...`` value reaches the terminal, a log or a ledger record.
 """
+
+from .redact import redact_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -21,8 +25,8 @@ class BackupkitError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __str__(self) -> str:  # one line, always
-        return " ".join(self.message.split("\n"))
+    def __str__(self) -> str:  # one line, always, with URL credentials and password=... pairs masked
+        return redact_text(" ".join(self.message.split("\n")))
 
 
 class JobFailed(BackupkitError):

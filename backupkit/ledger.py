@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,8 +23,10 @@ from .canonical import canonical
 from .errors import ConfigError, VerificationFailed
 from .keys import Signer, key_id, public_raw, verify_signature
 
+logger = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
-KINDS = {"backup", "copy", "verify", "drill", "restore", "prune", "review", "annotation", "abandoned"}
+KINDS = {"backup", "copy", "verify", "drill", "restore", "prune", "review", "annotation", "abandoned", "hold"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -80,6 +83,12 @@ def record_hash(prev_hash: str, content: dict) -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def clock_step(previous_time: str, time: str) -> float | None:
+    """Seconds the clock went back between two consecutive records, or None when it did not."""
+    back = (datetime.fromisoformat(previous_time) - datetime.fromisoformat(time)).total_seconds()
+    return round(back, 6) if back > 0 else None
 
 
 def check_chain(records: Iterable[Record], public: Ed25519PublicKey, *, first_prev: str | None = GENESIS,
@@ -140,9 +149,15 @@ class Ledger:
         body = json.loads(canonical(body))  # normalise (tuples, etc.) so what is stored is what is hashed
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            row = self.db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+            row = self.db.execute("SELECT seq, hash, time FROM records ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            content = {"seq": seq, "time": now_iso(), "kind": kind, "policy": policy, "subject": subject, "body": body}
+            now = now_iso()
+            step = clock_step(row[2], now) if row else None
+            if step is not None:  # order comes from seq, never from the clock: record the step, do not refuse it
+                body = {**body, "clock_step": {"previous_seq": row[0], "previous_time": row[2], "seconds_back": step}}
+                logger.warning("ledger %s: the clock is %.0fs behind the previous record (seq %d); "
+                               "recorded as a clock-step warning", self.path, step, row[0])
+            content = {"seq": seq, "time": now, "kind": kind, "policy": policy, "subject": subject, "body": body}
             h = record_hash(prev, content)
             rec = Record(prev_hash=prev, hash=h, key_id=signer.id, signature=signer.sign(h.encode("ascii")), **content)
             self.db.execute(
@@ -171,6 +186,15 @@ class Ledger:
                 body = {"_unparseable": row[5]}
             yield Record(row[0], row[1], row[2], row[3], row[4], body, *row[6:])
 
+    def head(self) -> tuple[int, str, str | None]:
+        """(seq, hash, time) of the newest record; (0, GENESIS, None) for an empty ledger."""
+        row = self.db.execute("SELECT seq, hash, time FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], row[1], row[2]) if row else (0, GENESIS, None)
+
+    def hash_at(self, seq: int) -> str | None:
+        row = self.db.execute("SELECT hash FROM records WHERE seq=?", (seq,)).fetchone()
+        return row[0] if row else None
+
     def verify(self, public: Ed25519PublicKey) -> int:
         """Walk the whole chain; raise VerificationFailed naming the first bad record."""
         n = check_chain(self.records(), public, what=f"ledger {self.path}")
@@ -190,3 +214,13 @@ class Ledger:
         finally:
             out.close()
         return dest
+
+
+def snapshot_head(path: Path) -> tuple[int, str, str | None]:
+    """(seq, hash, time) of the newest record of a ledger file, read without modifying it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT seq, hash, time FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return (row[0], row[1], row[2]) if row else (0, GENESIS, None)

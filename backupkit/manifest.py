@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import canonical
 from .errors import VerificationFailed
+from .files import MANIFEST_MAX, SIGNATURE_MAX, read_bounded
 from .keys import Signer, key_id, public_raw, verify_signature
 
 MANIFEST = "manifest.json"
@@ -31,14 +32,19 @@ def write_manifest(directory: Path, manifest: dict, signer: Signer) -> bytes:
     return data
 
 
-def parse_signature(text: str, what: str) -> tuple[str, str]:
+def parse_signature(text: str | bytes, what: str) -> tuple[str, str]:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise VerificationFailed(f"{what}: manifest.sig is malformed (not ASCII)") from None
     parts = text.split()
-    if len(parts) != 3 or parts[0] != "ed25519":
+    if len(parts) != 3 or parts[0] != "ed25519" or len(text) > SIGNATURE_MAX:
         raise VerificationFailed(f"{what}: manifest.sig is malformed")
     return parts[1], parts[2]
 
 
-def verify_manifest_bytes(data: bytes, sig_text: str, public: Ed25519PublicKey, what: str) -> dict:
+def verify_manifest_bytes(data: bytes, sig_text: str | bytes, public: Ed25519PublicKey, what: str) -> dict:
     """Check the signature over ``data`` and return the parsed manifest."""
     kid, sig = parse_signature(sig_text, what)
     if kid != key_id(public_raw(public)):
@@ -47,16 +53,24 @@ def verify_manifest_bytes(data: bytes, sig_text: str, public: Ed25519PublicKey, 
         )
     verify_signature(public, sig, data, f"{what} manifest")
     try:
-        return json.loads(data)
+        m = json.loads(data)
     except ValueError:
         raise VerificationFailed(f"{what}: manifest.json is not JSON") from None
+    if not isinstance(m, dict) or not isinstance(m.get("streams"), list):
+        raise VerificationFailed(f"{what}: manifest.json is not a backupkit manifest")
+    return m
+
+
+def read_manifest_files(directory: Path, what: str) -> tuple[bytes, bytes]:
+    """The raw bytes of ``manifest.json`` and ``manifest.sig``: regular files, size-bounded."""
+    try:
+        return (read_bounded(directory / MANIFEST, MANIFEST_MAX, what),
+                read_bounded(directory / SIGNATURE, SIGNATURE_MAX, what))
+    except FileNotFoundError as e:
+        raise VerificationFailed(f"{what}: {Path(e.filename).name} is missing") from None
 
 
 def load_manifest(directory: Path, public: Ed25519PublicKey, what: str) -> dict:
-    """Read and verify ``directory``'s manifest. Raises VerificationFailed naming ``what``."""
-    try:
-        data = (directory / MANIFEST).read_bytes()
-        sig = (directory / SIGNATURE).read_text()
-    except FileNotFoundError as e:
-        raise VerificationFailed(f"{what}: {Path(e.filename).name} is missing") from None
+    """Read and verify ``directory``'s manifest signature (not its binding: see provenance.py)."""
+    data, sig = read_manifest_files(directory, what)
     return verify_manifest_bytes(data, sig, public, what)

@@ -25,17 +25,21 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, JobFailed, LockTimeout
+from .names import is_backup_id
 
 logger = logging.getLogger(__name__)
 
 STAGING = ".staging"
 LOCKS = ".locks"
+TRASH = ".trash"
+QUARANTINE = ".quarantine"
 OWNER = "owner.json"
 
 
 def new_backup_id(now: datetime | None = None) -> str:
+    """A new backup ID: its UTC start time with milliseconds, and a random suffix. The time is
+    information only: the order of backups is their ledger sequence, never the clock."""
     now = now or datetime.now(timezone.utc)
-    # milliseconds keep IDs in start order even for runs that follow each other within a second
     return now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
 
 
@@ -161,23 +165,57 @@ class Repository:
 
     # ---- listing -------------------------------------------------------
 
+    def scan(self, system: str) -> tuple[dict[str, BackupRef], list[str]]:
+        """(backup directories of ``system`` by ID, warnings about everything else found there).
+
+        A backup directory is a real directory (not a symlink) named by a backup ID that holds a
+        ``manifest.json``. Whether it is one this repository committed is the ledger's to say
+        (provenance.py), never the directory's. Stray entries are reported, never fatal."""
+        refs: dict[str, BackupRef] = {}
+        warnings: list[str] = []
+        d = self.root / system
+        if not d.is_dir():
+            return refs, warnings
+        for b in sorted(d.iterdir()):
+            if not is_backup_id(b.name):
+                warnings.append(f"{b}: not a backup ID; ignored (move it out of the repository)")
+            elif b.is_symlink() or not b.is_dir():
+                warnings.append(f"{b}: not a directory (a symlink or file); ignored")
+            elif not (b / "manifest.json").exists() and not (b / "manifest.json").is_symlink():
+                warnings.append(f"{b}: has no manifest.json (an incomplete or damaged backup); ignored")
+            else:
+                refs[b.name] = BackupRef(system, b.name, b)
+        return refs, warnings
+
     def backups(self, system: str | None = None) -> list[BackupRef]:
-        """Committed backups, oldest first (backup IDs sort by time)."""
-        out = []
+        """Backup directories, by name (use provenance.History.ordered for the ledger's order)."""
         if not self.root.is_dir():
-            return out
+            return []
         systems = [system] if system else sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for s in systems:
-            d = self.root / s
-            if not d.is_dir():
-                continue
-            for b in sorted(d.iterdir()):
-                if b.is_dir() and (b / "manifest.json").exists():
-                    out.append(BackupRef(s, b.name, b))
-        return out
+        return [ref for s in systems for ref in self.scan(s)[0].values()]
 
     def get(self, system: str, backup_id: str) -> BackupRef:
-        ref = BackupRef(system, backup_id, self.root / system / backup_id)
-        if not ref.manifest_path.exists():
+        ref = self.scan(system)[0].get(backup_id)
+        if ref is None:
             raise ConfigError(f"backup {system}/{backup_id} not found in repository {self.root}; see 'backupkit list'")
         return ref
+
+    def _aside(self, ref: BackupRef, where: str) -> Path:
+        base = self.root / where
+        base.mkdir(exist_ok=True)
+        dest = base / f"{ref.system}.{ref.backup_id}.{secrets.token_hex(3)}"
+        os.rename(ref.path, dest)
+        fsync_dir(ref.path.parent)
+        return dest
+
+    def remove(self, ref: BackupRef) -> None:
+        """Delete a backup as one step: rename it out of the listing, then delete the files."""
+        shutil.rmtree(self._aside(ref, TRASH), ignore_errors=True)
+
+    def quarantine(self, ref: BackupRef) -> Path:
+        """Move a directory that is not a committed backup out of every listing, keeping it for inspection."""
+        return self._aside(ref, QUARANTINE)
+
+    def empty_trash(self) -> None:
+        """Finish deletions a killed prune began (they left every listing already)."""
+        shutil.rmtree(self.root / TRASH, ignore_errors=True)

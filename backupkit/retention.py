@@ -2,7 +2,11 @@
 
 For each rule (daily, weekly, monthly, yearly) walk the backups newest first
 and keep the newest backup of each distinct period until the rule's count is
-reached. The newest backup is always kept. Everything kept says why.
+reached. The newest backup is always kept, and so is every backup the caller
+protects (proof and holds, see history.protected). Everything kept says why.
+
+"Newest" is the caller's order (ledger sequence), never the clock: a backup
+taken while the clock was stepped back is still the newest one.
 """
 
 from __future__ import annotations
@@ -28,13 +32,18 @@ class PrunePlan:
     remove: list[str] = field(default_factory=list)
 
 
-def plan_prune(backups: list[tuple[str, datetime]], *, daily: int, weekly: int, monthly: int, yearly: int) -> PrunePlan:
-    """Given (backup id, time) pairs, return what to keep (with reasons) and what to remove."""
+def plan_prune(backups: list[tuple[str, datetime]], *, daily: int, weekly: int, monthly: int, yearly: int,
+               protect: dict[str, list[str]] | None = None) -> PrunePlan:
+    """Given (backup id, time) pairs oldest first, return what to keep (with reasons) and what to remove."""
     plan = PrunePlan()
-    ordered = sorted(backups, key=lambda b: b[1], reverse=True)
+    ordered = list(reversed(backups))
     if not ordered:
         return plan
     plan.keep[ordered[0][0]] = ["newest"]
+    present = {bid for bid, _ in backups}
+    for bid, reasons in (protect or {}).items():
+        if bid in present:
+            plan.keep.setdefault(bid, []).extend(reasons)
     for kind, count in (("daily", daily), ("weekly", weekly), ("monthly", monthly), ("yearly", yearly)):
         seen: set[tuple] = set()
         for bid, t in ordered:
@@ -45,7 +54,7 @@ def plan_prune(backups: list[tuple[str, datetime]], *, daily: int, weekly: int, 
                 continue
             seen.add(p)
             plan.keep.setdefault(bid, []).append(f"{kind} {'-'.join(str(x) for x in p)}")
-    plan.remove = [bid for bid, _ in sorted(backups, key=lambda b: b[1]) if bid not in plan.keep]
+    plan.remove = [bid for bid, _ in backups if bid not in plan.keep]
     return plan
 
 

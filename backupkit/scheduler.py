@@ -2,6 +2,8 @@
 the ``schedule`` library. Every tick it asks the ledger what is due (``due.py``)
 and runs it: so a slot missed while the host was down runs at the next tick.
 Failed jobs are retried after ``retry_after``, not every tick.
+Records dated beyond now + ``CLOCK_SKEW_TOLERANCE`` (written while the clock
+ran ahead) are ignored when deciding what is due.
 """
 
 from __future__ import annotations
@@ -15,34 +17,40 @@ from pathlib import Path
 import schedule
 
 from .context import Context
-from .due import backup_due, drill_due
+from .due import CLOCK_SKEW_TOLERANCE, backup_due, drill_due, in_future
 from .errors import BackupkitError
 from .policy import Policy
 
 logger = logging.getLogger(__name__)
 
 
-def _last(ctx: Context, policy: Policy, kind: str, ok=lambda r: True) -> datetime | None:
+def _last(ctx: Context, policy: Policy, kind: str, now: datetime, ok=lambda r: True) -> datetime | None:
+    """The time of the last (by seq) record that passes ``ok`` and is not dated beyond now + tolerance."""
     last = None
     for r in ctx.ledger.records(kind=kind, policy=policy.system):
-        if ok(r):
+        if ok(r) and not in_future(r.when, now, CLOCK_SKEW_TOLERANCE):
             last = r.when
     return last
 
 
-def _covered_until(ctx: Context, policy: Policy) -> datetime | None:
-    """The latest slot the committed backups cover: a late run for a slot still covers that slot."""
+def _covered_until(ctx: Context, policy: Policy, now: datetime) -> datetime | None:
+    """The latest slot the committed backups cover: a late run for a slot still covers that slot.
+
+    A backup dated beyond now + tolerance covers nothing: the clock that wrote it ran ahead."""
     last = None
     for r in ctx.ledger.records(kind="backup", policy=policy.system):
         planned = (r.body.get("run") or {}).get("planned")
         t = max(r.when, datetime.fromisoformat(planned)) if planned else r.when
+        if in_future(t, now, CLOCK_SKEW_TOLERANCE):
+            continue
         last = t if last is None or t > last else last
     return last
 
 
 def drill_is_due(ctx: Context, policy: Policy, now: datetime | None = None) -> bool:
-    last = _last(ctx, policy, "drill", lambda r: r.body.get("verdict") == "passed")
-    return drill_due(last, policy.drill.every, now or datetime.now(timezone.utc))
+    now = now or datetime.now(timezone.utc)
+    last = _last(ctx, policy, "drill", now, lambda r: r.body.get("verdict") == "passed")
+    return drill_due(last, policy.drill.every, now, CLOCK_SKEW_TOLERANCE)
 
 
 class Daemon:
@@ -74,7 +82,7 @@ class Daemon:
             if self.stopping:
                 break
             job = ("backup", policy.system)
-            slot = backup_due(policy.backup.at, _covered_until(self.ctx, policy), now)
+            slot = backup_due(policy.backup.at, _covered_until(self.ctx, policy, now), now, CLOCK_SKEW_TOLERANCE)
             if slot is not None and self._may_try(job, now):
                 out = backup_one(self.ctx, policy, trigger="daemon", planned=slot.isoformat())
                 ran.append(f"backup {policy.system}")

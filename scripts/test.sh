@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: installs what the tests need
-# (Debian: age, zstd, sqlite3, openssh-server; Python: backupkit with all extras
+# (Debian: age, zstd, sqlite3, faketime, openssh-server; Python: backupkit with all extras
 # into .venv) and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ missing=()
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${missing[*]}" >&2

@@ -116,7 +116,7 @@ def test_plan_prune_gfs():
     from backupkit.retention import plan_prune
 
     backups = _ids(list(range(0, 400)))
-    plan = plan_prune(backups, daily=7, weekly=4, monthly=6, yearly=2)
+    plan = plan_prune(backups[::-1], daily=7, weekly=4, monthly=6, yearly=2)  # oldest first
     kept = sorted(plan.keep, reverse=True)
     assert len(plan.keep) + len(plan.remove) == 400
     assert all(bid in plan.keep for bid, _ in backups[:7])  # the last 7 days

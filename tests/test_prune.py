@@ -31,7 +31,12 @@ def test_prune_offsite_ignores_an_unfinished_newer_copy(workspace):
     unfinished = workspace.offsite / "demo-lis" / "29991231T000000.000Z-ffffff"
     unfinished.mkdir(parents=True)
     (unfinished / "data.zst.age").write_bytes(b"x" * 100)
-    workspace.ok("prune")
+    r = workspace.ok("verify", "--target", "offsite")
+    assert "0 failed" in r.out and "29991231T000000.000Z-ffffff has files but no manifest" in r.err
+    r = workspace.ok("prune")
     assert (workspace.offsite / "demo-lis" / good / "manifest.json").exists()  # the last good copy survives
-    assert unfinished.exists()  # and the unfinished one is left for 'copy' to complete or replace
+    # no local backup to resume it from: the unfinished copy's files are removed, and the record says so
+    assert not unfinished.exists() and "29991231T000000.000Z-ffffff  files of an unfinished copy" in r.out
+    orphans = [json.loads(b).get("orphans_removed") for *_, b in workspace.ledger_rows("prune")]
+    assert ["29991231T000000.000Z-ffffff"] in orphans
     assert "0 failed" in workspace.ok("verify", "--target", "offsite").out

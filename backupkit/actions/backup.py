@@ -7,7 +7,6 @@ policy's targets (``copy`` records). Returns one outcome per system.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import time
@@ -22,7 +21,9 @@ from ..errors import BackupkitError, JobFailed
 from ..manifest import write_manifest
 from ..policy import Policy
 from ..repository import new_backup_id
+from ..failpoint import failpoint
 from .copy import copy_backup
+from .reconcile import backup_record_body, reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +50,6 @@ _received: list[int] = []  # signals received during the current backup (pyrage 
 def _raise_terminated(signum, frame):
     _received.append(signum)
     raise _Terminated(f"received signal {signum}")
-
-
-def record_abandoned(ctx: Context, policy: Policy) -> int:
-    """Remove staging left by dead runs of this system and record each as ``abandoned``. Caller holds the lock."""
-    n = 0
-    for path, info in ctx.repository.leftover_staging(policy.system):
-        ctx.repository.discard(path)
-        ctx.ledger.append(ctx.signer, kind="abandoned", policy=policy.system, subject=info.get("backup_id", path.name),
-                          body={"reason": "staging left by an interrupted run (killed or crashed)", "staging": str(path),
-                                "run": info, "cleaned_by": ctx.operator})
-        logger.warning("system %s: removed staging of interrupted backup %s", policy.system, info.get("backup_id"))
-        n += 1
-    return n
 
 
 def build_manifest(ctx: Context, policy: Policy, *, backup_id: str, result, streams, started: datetime,
@@ -108,13 +96,18 @@ def backup_one(ctx: Context, policy: Policy, *, trigger: str = "manual", planned
         out.error = e
         out.seconds = time.monotonic() - t0
         return out
-    if copy:
-        for target in policy.targets:
-            try:
-                copy_backup(ctx, policy, ref, target)
-            except BackupkitError as e:
-                out.copies_ok = False
-                out.copy_errors.append(e)
+    if copy and policy.targets:
+        try:
+            with ctx.repository.lock(policy.system, ctx.config.lock_timeout):  # prune and copy exclude each other
+                for target in policy.targets:
+                    try:
+                        copy_backup(ctx, policy, ref, target)
+                    except BackupkitError as e:
+                        out.copies_ok = False
+                        out.copy_errors.append(e)
+        except BackupkitError as e:
+            out.copies_ok = False
+            out.copy_errors.append(e)
     out.seconds = time.monotonic() - t0
     return out
 
@@ -127,7 +120,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with repo.lock(policy.system, ctx.config.lock_timeout):
-            record_abandoned(ctx, policy)
+            reconcile(ctx, policy)
             started = datetime.now(timezone.utc)
             backup_id = new_backup_id(started)
             staging = repo.new_staging(policy.system, backup_id, operator=ctx.operator["user"])
@@ -143,6 +136,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                                           started=started, finished=finished, trigger=trigger, planned=planned)
                 manifest_bytes = write_manifest(staging, manifest, signer)
                 ref = repo.commit(staging, policy.system, backup_id)
+                failpoint("backup-after-commit")
             except OSError as e:
                 repo.discard(staging)
                 _record_failure(ctx, policy, backup_id, f"I/O error: {e.strerror or e} ({e.filename or ''})")
@@ -157,23 +151,13 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                     raise
                 why = f"signal {_received[0]}" if _received else type(e).__name__
                 raise JobFailed(f"system {policy.system}: backup interrupted ({why}); nothing was recorded") from None
-            ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id, body={
-                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(), **_backup_body(manifest, ref)})
+            ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id,
+                              body=backup_record_body(manifest, manifest_bytes, ref))
             logger.info("system %s: backup %s committed (%d bytes)", policy.system, backup_id, manifest["artifact_bytes"])
             return ref, manifest
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _backup_body(manifest: dict, ref) -> dict:
-    keep = ("tool", "system", "title", "engine", "server_version", "policy", "tier", "rto_seconds", "rpo_seconds",
-            "consistency", "started", "finished", "run", "operator", "streams", "content_bytes", "artifact_bytes",
-            "recipients", "fingerprint_mode", "retention", "signer")
-    body = {k: manifest[k] for k in keep}
-    body["tables"] = len(manifest["fingerprints"])
-    body["copies"] = [{"location": "local", "path": str(ref.path), "verified": True, "method": "written-and-hashed"}]
-    return body
 
 
 def _record_failure(ctx: Context, policy: Policy, backup_id: str, reason: str) -> None:

@@ -1,15 +1,18 @@
 """``backupkit copy``: put committed backups on their offsite targets.
 
-Given a committed backup and a target name, upload its streams, then the
-signature and the manifest (last, so a manifest offsite implies the streams
-are there), each verified by hash on the target before it is renamed into
-place. Then a ``copy`` ledger record is written, success or failure, and a
-snapshot of the ledger itself is copied so the offsite site alone can audit.
+Given a committed backup and a target name, first check the target's signed
+ledger head against the local ledger (a copy never overwrites a longer or
+diverging history: anchor.py), and the backup's manifest against its ledger
+record (provenance.py). Then upload its streams, then the signature and the
+manifest (last, so a manifest offsite implies the streams are there), each
+verified by hash on the target before it is renamed into place, then a
+snapshot of the ledger and its signed head, so the offsite site alone can
+drill and audit. A ``copy`` ledger record is written, success or failure.
+Callers hold the system's lock: copy and prune of one system exclude each other.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -20,16 +23,30 @@ from ..errors import BackupkitError, JobFailed
 from ..manifest import MANIFEST, SIGNATURE
 from ..policy import Policy
 from ..repository import BackupRef
+from ..anchor import HEAD_KEY, LEDGER_KEY, check_head, head_line, parse_head
+from ..failpoint import failpoint
+from ..history import History
+from ..ledger import snapshot_head
+from ..provenance import ledger_history, load_bound, remote_listing
 from ..targets.base import Blob
+from .reconcile import reconcile
 
 logger = logging.getLogger(__name__)
-
-LEDGER_KEY = "_ledger/ledger.db"
 
 
 def remote_backup_ids(target, system: str) -> list[str]:
     """IDs of the backups of ``system`` that are complete on ``target`` (the manifest is uploaded last)."""
-    return sorted({k.split("/")[1] for k in target.list(f"{system}/") if k.endswith("/" + MANIFEST)})
+    return remote_listing(target, system)[0]
+
+
+def check_target_head(ctx: Context, target) -> None:
+    """Raise VerificationFailed when the target's signed ledger head is not contained in the local ledger."""
+    if target.stat(HEAD_KEY) is None:
+        return
+    with target.open_read(HEAD_KEY) as f:
+        line = f.read(4096)
+    head = parse_head(line, ctx.signer.public, f"target {target.name} {HEAD_KEY}")
+    check_head(ctx.ledger, head, f"target {target.name}")
 
 
 def backup_files(ref: BackupRef, manifest: dict) -> list[tuple[str, Path, str | None]]:
@@ -38,14 +55,17 @@ def backup_files(ref: BackupRef, manifest: dict) -> list[tuple[str, Path, str | 
     return files + [(SIGNATURE, ref.path / SIGNATURE, None), (MANIFEST, ref.path / MANIFEST, None)]
 
 
-def copy_backup(ctx: Context, policy: Policy, ref: BackupRef, target_name: str) -> dict:
+def copy_backup(ctx: Context, policy: Policy, ref: BackupRef, target_name: str, hist: History | None = None) -> dict:
     """Upload one backup to one target and record the outcome. Raises JobFailed on failure (after recording it)."""
-    manifest = json.loads(ref.manifest_path.read_bytes())
     files_done = []
     body = {"backup_id": ref.backup_id, "target": target_name, "files": files_done, "operator": ctx.operator}
     try:
+        hist = hist or ledger_history(ctx.ledger, policy.system)
+        manifest, _ = load_bound(ref.path, ctx.signer.public, hist, ref.system, ref.backup_id,
+                                 f"backup {ref.system}/{ref.backup_id} in {ref.path.parent}")
         with ctx.target(target_name) as target:
             body["location"] = target.describe()
+            check_target_head(ctx, target)
             for name, path, expected in backup_files(ref, manifest):
                 digest, size = sha256_file(path)
                 if expected is not None and digest != expected:
@@ -67,32 +87,40 @@ def copy_backup(ctx: Context, policy: Policy, ref: BackupRef, target_name: str) 
 
 
 def _copy_ledger(ctx: Context, target) -> None:
+    """Put the ledger snapshot, then its signed head, on the target, never over a longer history."""
+    check_target_head(ctx, target)  # again: another host may have copied since we started
     with tempfile.TemporaryDirectory(prefix="backupkit-ledger-") as tmp:
         snap = ctx.ledger.snapshot(Path(tmp) / "ledger.db")
+        line = head_line(*snapshot_head(snap), ctx.signer)
         digest, size = sha256_file(snap)
         target.put(LEDGER_KEY, Blob(snap, size, digest))
-
-
-def copied_ok(ctx: Context, system: str) -> set[tuple[str, str]]:
-    """(backup_id, target) pairs with a successful copy record."""
-    return {(r.subject, r.body.get("target")) for r in ctx.ledger.records(kind="copy", policy=system)
-            if r.body.get("status") == "ok"}
+        failpoint("copy-after-ledger-snapshot")
+        head = Path(tmp) / "head"
+        head.write_text(line + "\n")
+        digest, size = sha256_file(head)
+        target.put(HEAD_KEY, Blob(head, size, digest))
 
 
 def copy_missing(ctx: Context, policies: list[Policy]) -> tuple[int, list[BackupkitError]]:
-    """Copy every local backup that has no successful copy record for one of its policy's targets.
-
-    Returns (number copied, the errors)."""
+    """Copy every local backup that has no successful copy record for one of its policy's targets
+    (and that retention has not removed there). Returns (number copied, the errors)."""
     done, errors = 0, []
     for policy in policies:
-        ok = copied_ok(ctx, policy.system)
-        for ref in ctx.repository.backups(policy.system):
-            for target in policy.targets:
-                if (ref.backup_id, target) in ok:
-                    continue
-                try:
-                    copy_backup(ctx, policy, ref, target)
-                    done += 1
-                except BackupkitError as e:
-                    errors.append(e)
+        if not policy.targets:
+            continue
+        try:
+            with ctx.repository.lock(policy.system, ctx.config.lock_timeout):
+                hist = reconcile(ctx, policy)
+                refs, _ = ctx.repository.scan(policy.system)
+                for bid in hist.ordered(refs):
+                    for target in policy.targets:
+                        if bid in hist.copied.get(target, set()) or bid in hist.removed.get(target, set()):
+                            continue
+                        try:
+                            copy_backup(ctx, policy, refs[bid], target, hist)
+                            done += 1
+                        except BackupkitError as e:
+                            errors.append(e)
+        except BackupkitError as e:
+            errors.append(e)
     return done, errors

@@ -22,16 +22,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..artifact import DirectorySource, check_stream_files, no_identity_message, sha256_file
+from ..artifact import DirectorySource, check_stream_files, no_identity_message, sha256_file, stream_file_name
 from .. import progress
 from ..context import Context
 from ..engines import get_engine
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, JobFailed, VerificationFailed
 from ..expect import judge
-from ..manifest import MANIFEST, SIGNATURE, load_manifest
+from ..manifest import MANIFEST, SIGNATURE
 from ..policy import Policy
 from ..verdict import Verdict, compare_fingerprints, drill_verdict
-from .copy import remote_backup_ids
+from ..history import History
+from ..names import check_backup_id
+from ..provenance import history_with_target, ledger_history, load_bound, load_bound_remote, remote_listing, target_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -90,55 +92,89 @@ class DrillOutcome:
 
 @dataclass
 class Picked:
+    system: str
     backup_id: str
     directory: Path  # where manifest and streams are (local repo or fetched copy)
     copy: dict
+    where: str  # the location, for messages: "backup his/ID in /repo/his" or "... on target offsite"
+    history: History  # the ledger knowledge the manifest is checked against
 
 
 def fetch_from_target(ctx: Context, policy: Policy, target_name: str, backup_id: str | None, dest: Path) -> Picked:
-    """Download one backup's manifest, signature and streams from a target into ``dest``."""
+    """Download one backup's manifest, signature and streams from a target into ``dest``.
+
+    The newest backup is the newest by ledger sequence among the complete copies on the target; at a DR
+    site whose own ledger lacks the backup records, the target's ledger snapshot supplies them."""
     with ctx.target(target_name) as target:
-        ids = remote_backup_ids(target, policy.system)
+        ids, _, _ = remote_listing(target, policy.system)
         if not ids:
             raise JobFailed(f"target {target_name}: holds no backup of system {policy.system}; run 'backupkit copy'")
-        bid = backup_id or ids[-1]
-        if bid not in ids:
-            raise ConfigError(f"target {target_name}: backup {policy.system}/{bid} not found there (latest is {ids[-1]})")
+        hist = ledger_history(ctx.ledger, policy.system)
+        if backup_id not in hist.committed or (backup_id is None and not hist.ordered(ids)):
+            with target_ledger(target, ctx.signer.public) as snap:
+                hist = history_with_target(hist, snap)
+        known = hist.ordered(ids)
+        if backup_id is None:
+            if not known:
+                raise VerificationFailed(f"target {target_name}: none of the {len(ids)} backup(s) of {policy.system} there "
+                                         "has a ledger record (locally or in the target's ledger snapshot)")
+            bid = known[-1]
+        elif backup_id in ids:
+            bid = backup_id
+        else:
+            latest = f" (latest is {known[-1]})" if known else ""
+            raise ConfigError(f"target {target_name}: backup {policy.system}/{backup_id} not found there{latest}")
+        where = f"backup {policy.system}/{bid} on target {target_name}"
         dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
         base = f"{policy.system}/{bid}/"
-        names = [MANIFEST, SIGNATURE]
-        keys = set(target.list(base))
-        names += sorted(k[len(base):] for k in keys if k.endswith(".zst.age"))
-        for n in names:
-            with target.open_read(base + n) as src, open(dest / n, "wb") as out:
+        manifest, data = load_bound_remote(target, ctx.signer.public, hist, policy.system, bid)
+        (dest / MANIFEST).write_bytes(data)
+        with target.open_read(base + SIGNATURE) as src:
+            (dest / SIGNATURE).write_bytes(src.read(4096))
+        for s in manifest["streams"]:
+            name = stream_file_name(s, where)
+            if target.stat(base + name) is None:
+                raise VerificationFailed(f"{where}: {name} is missing")
+            with target.open_read(base + name) as src, open(dest / name, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-        return Picked(bid, dest, {"location": "target", "target": target_name, "key": base,
-                                  "describe": target.describe()})
+        return Picked(policy.system, bid, dest, {"location": "target", "target": target_name, "key": base,
+                                  "describe": target.describe()}, where, hist)
 
 
 def candidate_backups(ctx: Context, policy: Policy, from_target: str | None) -> list[str]:
-    """Backup IDs a drill could use: the local repository's, or those complete on ``from_target``."""
+    """Backup IDs a drill could use, oldest first by ledger sequence: the local repository's, or those
+    complete on ``from_target``."""
+    hist = ledger_history(ctx.ledger, policy.system)
     if from_target:
         with ctx.target(from_target) as target:
-            return remote_backup_ids(target, policy.system)
-    return [r.backup_id for r in ctx.repository.backups(policy.system)]
+            ids = remote_listing(target, policy.system)[0]
+            if not set(ids) <= set(hist.committed):
+                with target_ledger(target, ctx.signer.public) as snap:
+                    hist = history_with_target(hist, snap)
+            return hist.ordered(ids)
+    return hist.ordered(ctx.repository.scan(policy.system)[0])
 
 
 def pick_local(ctx: Context, policy: Policy, backup_id: str | None) -> Picked:
+    hist = ledger_history(ctx.ledger, policy.system)
     if backup_id:
-        ref = ctx.repository.get(policy.system, backup_id)
+        ref = ctx.repository.get(policy.system, check_backup_id(backup_id))
     else:
-        refs = ctx.repository.backups(policy.system)
-        if not refs:
+        refs, _ = ctx.repository.scan(policy.system)
+        ordered = hist.ordered(refs)
+        if not ordered:
             raise JobFailed(f"system {policy.system}: no backup in {ctx.repository.root} to drill; run 'backupkit backup {policy.system}'")
-        ref = refs[-1]
-    return Picked(ref.backup_id, ref.path, {"location": "local", "path": str(ref.path)})
+        ref = refs[ordered[-1]]
+    return Picked(policy.system, ref.backup_id, ref.path, {"location": "local", "path": str(ref.path)},
+                  f"backup {policy.system}/{ref.backup_id} in {ref.path.parent}", hist)
 
 
 def check_artifacts(ctx: Context, picked: Picked, what: str) -> dict:
-    """Signature of the manifest, then size and SHA-256 of every stream. Returns the manifest."""
-    manifest = load_manifest(picked.directory, ctx.signer.public, what)
-    check_stream_files(picked.directory, manifest["streams"], what)
+    """Signature and ledger binding of the manifest, then size and SHA-256 of every stream. Returns the manifest."""
+    manifest, _ = load_bound(picked.directory, ctx.signer.public, picked.history, picked.system, picked.backup_id,
+                             picked.where)
+    check_stream_files(picked.directory, manifest["streams"], picked.where)
     return manifest
 
 

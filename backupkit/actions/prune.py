@@ -1,62 +1,100 @@
 """``backupkit prune``: delete backups retention no longer keeps, locally and on targets.
 
-Each location is planned on its own listing: a backup is deleted offsite only
-when retention says so for the offsite copies, never because the local copy is
-gone. One ``prune`` ledger record per system and location lists what was
-removed and why the rest was kept.
+Each location is planned on its own listing, ordered by ledger sequence: a
+backup is deleted offsite only when retention says so for the offsite copies,
+never because the local copy is gone. Whatever the counts say, a location
+keeps its newest backup, its newest backup whose latest drill passed, its
+newest backup whose latest deep verify passed, and every backup on hold.
+
+Crash-safe (reconcile.py): a ``prune`` record with ``phase: planned`` lists
+what will go before the first deletion, one with ``phase: done`` follows the
+last, and the next run finishes a plan a killed run left. The system's lock
+is held throughout, so prune and copy of one system never interleave.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 
 from ..context import Context
 from ..errors import BackupkitError
+from ..failpoint import failpoint
+from ..history import LOCAL, History, protected
 from ..policy import Policy
-from ..retention import backup_time, plan_prune
-from .copy import remote_backup_ids
+from ..provenance import ledger_history, remote_listing
+from ..retention import PrunePlan, backup_time, plan_prune
+from .reconcile import delete_local, delete_remote, finish_pending, reconcile
 
 logger = logging.getLogger(__name__)
 
 
-def _plan(policy: Policy, ids: list[str]):
+def _plan(policy: Policy, hist: History, present) -> PrunePlan:
     r = policy.retention
+    ids = hist.ordered(present)
     return plan_prune([(i, backup_time(i)) for i in ids], daily=r.daily, weekly=r.weekly, monthly=r.monthly,
-                      yearly=r.yearly)
+                      yearly=r.yearly, protect=protected(hist, ids))
+
+
+def _execute(ctx: Context, policy: Policy, where: str, plan: PrunePlan, delete) -> None:
+    planned = ctx.ledger.append(ctx.signer, kind="prune", policy=policy.system, subject=where, body={
+        "location": where, "phase": "planned", "remove": plan.remove, "kept": plan.keep,
+        "retention": policy.retention.model_dump(by_alias=True), "operator": ctx.operator})
+    failpoint("prune-after-plan")
+    removed = []
+    for bid in plan.remove:
+        removed += delete([bid])
+        failpoint("prune-mid-delete")
+    ctx.ledger.append(ctx.signer, kind="prune", policy=policy.system, subject=where, body={
+        "location": where, "phase": "done", "plan_seq": planned.seq, "removed": removed, "operator": ctx.operator})
+    logger.info("system %s: pruned %d backup(s) on %s", policy.system, len(removed), where)
 
 
 def prune(ctx: Context, policies: list[Policy], *, dry_run: bool = False) -> tuple[list[dict], list[BackupkitError]]:
     """Return (one summary per system and location, errors)."""
     summaries, errors = [], []
     for policy in policies:
-        with ctx.repository.lock(policy.system, ctx.config.lock_timeout):
-            refs = {r.backup_id: r for r in ctx.repository.backups(policy.system)}
-            plan = _plan(policy, list(refs))
-            if not dry_run:
-                for bid in plan.remove:
-                    shutil.rmtree(refs[bid].path)
-            summaries.append(_record(ctx, policy, "local", plan, dry_run))
-        for target_name in policy.targets:
-            try:
-                with ctx.target(target_name) as target:
-                    # only complete copies count: an unfinished newer copy must not push out the last good one
-                    plan = _plan(policy, remote_backup_ids(target, policy.system))
-                    if not dry_run:
-                        for bid in plan.remove:
-                            # manifest first: a target never shows a manifest whose streams are gone
-                            for key in sorted(target.list(f"{policy.system}/{bid}/"), key=lambda k: not k.endswith("manifest.json")):
-                                target.remove(key)
-                    summaries.append(_record(ctx, policy, target_name, plan, dry_run))
-            except BackupkitError as e:
-                errors.append(e)
+        try:
+            with ctx.repository.lock(policy.system, ctx.config.lock_timeout):
+                summaries += _prune_system(ctx, policy, dry_run, errors)
+        except BackupkitError as e:
+            errors.append(e)
     return summaries, errors
 
 
-def _record(ctx: Context, policy: Policy, where: str, plan, dry_run: bool) -> dict:
-    body = {"location": where, "removed": plan.remove, "kept": plan.keep, "dry_run": dry_run,
-            "retention": policy.retention.model_dump(by_alias=True), "operator": ctx.operator}
+def _prune_system(ctx: Context, policy: Policy, dry_run: bool, errors: list) -> list[dict]:
+    out = []
+    hist = ledger_history(ctx.ledger, policy.system) if dry_run else reconcile(ctx, policy)
+    refs, warnings = ctx.repository.scan(policy.system)
+    plan = _plan(policy, hist, refs)
     if not dry_run and plan.remove:
-        ctx.ledger.append(ctx.signer, kind="prune", policy=policy.system, subject=where, body=body)
-        logger.info("system %s: pruned %d backup(s) on %s", policy.system, len(plan.remove), where)
-    return {"system": policy.system, **body}
+        _execute(ctx, policy, LOCAL, plan, lambda ids: delete_local(ctx, policy.system, ids))
+    out.append(_summary(policy, LOCAL, plan, dry_run, warnings))
+    for target_name in policy.targets:
+        try:
+            with ctx.target(target_name) as target:
+                if not dry_run:
+                    finish_pending(ctx, policy, hist, target_name, target)
+                complete, partial, warnings = remote_listing(target, policy.system)
+                # only complete copies count: an unfinished newer copy must not push out the last good one
+                plan = _plan(policy, hist, complete)
+                # files of a copy that was cut off, for a backup no longer here to resume from, or already pruned
+                orphans = [b for b in partial if b not in refs or b in hist.removed.get(target_name, set())]
+                if not dry_run:
+                    if plan.remove:
+                        _execute(ctx, policy, target_name, plan, lambda ids: delete_remote(target, policy.system, ids))
+                    if orphans:
+                        delete_remote(target, policy.system, orphans)
+                        ctx.ledger.append(ctx.signer, kind="prune", policy=policy.system, subject=target_name, body={
+                            "location": target_name, "phase": "done", "removed": [], "orphans_removed": orphans,
+                            "operator": ctx.operator})
+                summary = _summary(policy, target_name, plan, dry_run, warnings)
+                summary["orphans"] = orphans
+                out.append(summary)
+        except BackupkitError as e:
+            errors.append(e)
+    return out
+
+
+def _summary(policy: Policy, where: str, plan: PrunePlan, dry_run: bool, warnings: list[str]) -> dict:
+    return {"system": policy.system, "location": where, "removed": plan.remove, "kept": plan.keep,
+            "dry_run": dry_run, "warnings": warnings}

@@ -2,6 +2,10 @@
 
 ``assess`` is a pure function from a policy and its ledger records to a status
 row; the action only reads the ledger and renders text, JSON or Prometheus.
+
+A backup, copy or drill record dated beyond now + ``CLOCK_SKEW_TOLERANCE`` was
+written while the host clock ran ahead: it never counts as fresh, the row is
+overdue and ``clock_skew`` is set, naming the record.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from ..context import Context
+from ..due import CLOCK_SKEW_TOLERANCE, in_future
 from ..durations import format_duration
+from ..history import LOCAL, history
 from ..ledger import Record
 from ..policy import Policy
 from ..verdict import age_ok
@@ -34,15 +40,37 @@ class SystemStatus:
     last_rto_seconds: float | None = None
     rto_target_seconds: float = 0
     rto_ok: bool | None = None
+    clock_skew: bool = False
+    missing_backups: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def integrity_failed(self) -> bool:
+        """Backups the ledger committed are gone from the repository (exit 3, not merely overdue)."""
+        return bool(self.missing_backups)
 
     @property
     def overdue(self) -> bool:
         return bool(self.problems)
 
 
-def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus:
-    """Given a policy, its ledger records (any order) and the time now, judge it."""
+def _skewed(st: SystemStatus, record: Record | None, now: datetime, what: str, where: str = "") -> bool:
+    """True (and a clock-skew problem on ``st``) when ``record`` is dated beyond now + the tolerance."""
+    if record is None or not in_future(record.when, now, CLOCK_SKEW_TOLERANCE):
+        return False
+    st.clock_skew = True
+    ahead = format_duration(record.when - now)
+    st.problems.append(f"clock skew: {what} {record.subject}{where} is recorded at {record.time}, {ahead} in the "
+                       "future; check the host clock (NTP)")
+    return True
+
+
+def assess(policy: Policy, records: list[Record], now: datetime, present: set[str] | None = None) -> SystemStatus:
+    """Given a policy, its ledger records (any order), the time now and (when known) the backup IDs
+    present in the repository, judge it.
+
+    Freshness comes from the last record by seq; one dated in the future beyond
+    the tolerance is a clock-skew problem, never fresh."""
     st = SystemStatus(policy.system, policy.tier_label, rpo_seconds=policy.rpo.total_seconds(),
                       drill_every_seconds=policy.drill.every.total_seconds(),
                       rto_target_seconds=policy.tier.total_seconds(), targets=list(policy.targets))
@@ -53,15 +81,21 @@ def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus
         last = backups[-1]
         st.last_backup = last.subject
         st.last_backup_age_seconds = (now - last.when).total_seconds()
-    st.backup_ok = age_ok(backups[-1].when if backups else None, policy.rpo, now)
-    if not st.backup_ok:
+    if _skewed(st, backups[-1] if backups else None, now, "backup"):
+        st.backup_ok = False
+    elif age_ok(backups[-1].when if backups else None, policy.rpo, now):
+        st.backup_ok = True
+    else:
+        st.backup_ok = False
         st.problems.append("no backup yet" if not backups else
                            f"last backup is {format_duration(st.last_backup_age_seconds)} old, RPO {format_duration(policy.rpo)}")
     for target in policy.targets:
         mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
         if mine:
             st.last_offsite_copy = max(st.last_offsite_copy or "", mine[-1].subject)
-        if not age_ok(mine[-1].when if mine else None, policy.rpo, now):
+        if _skewed(st, mine[-1] if mine else None, now, "copy of", f" to {target}"):
+            st.offsite_ok = False
+        elif not age_ok(mine[-1].when if mine else None, policy.rpo, now):
             st.offsite_ok = False
             st.problems.append(f"no verified offsite copy on {target} within the RPO")
     if drills:
@@ -72,20 +106,31 @@ def assess(policy: Policy, records: list[Record], now: datetime) -> SystemStatus
         if st.last_rto_seconds is not None:
             st.rto_ok = st.last_rto_seconds <= policy.tier.total_seconds()
     passed = [d for d in drills if d.body.get("verdict") == "passed"]
-    st.drill_ok = age_ok(passed[-1].when if passed else None, policy.drill.every, now)
-    if not st.drill_ok:
+    if _skewed(st, passed[-1] if passed else None, now, "passing drill"):
+        st.drill_ok = False
+    elif age_ok(passed[-1].when if passed else None, policy.drill.every, now):
+        st.drill_ok = True
+    else:
+        st.drill_ok = False
         st.problems.append("no passing drill yet" if not passed else
                            f"last passing drill is older than drill.every ({format_duration(policy.drill.every)})")
     if st.last_drill_verdict == "failed":
         st.problems.append("the last drill failed")
     if st.rto_ok is False:
         st.problems.append("the last drill's recovery time exceeded the tier")
+    if present is not None:
+        hist = history(records, policy.system)
+        st.missing_backups = hist.ordered(hist.expected(LOCAL) - present)
+        if st.missing_backups:
+            st.problems.append(f"{len(st.missing_backups)} backup(s) the ledger committed are missing from the "
+                               f"repository ({', '.join(st.missing_backups)}); run 'backupkit verify'")
     return st
 
 
 def status(ctx: Context, policies: list[Policy], now: datetime | None = None) -> list[SystemStatus]:
     now = now or datetime.now(timezone.utc)
-    return [assess(p, list(ctx.ledger.records(policy=p.system)), now) for p in policies]
+    return [assess(p, list(ctx.ledger.records(policy=p.system)), now, set(ctx.repository.scan(p.system)[0]))
+            for p in policies]
 
 
 def to_json(rows: list[SystemStatus]) -> list[dict]:
@@ -111,5 +156,23 @@ def to_prometheus(rows: list[SystemStatus]) -> str:
     metric("drill_ok", "1 when a passing drill is within drill.every.", [(r.system, int(r.drill_ok)) for r in rows])
     metric("last_rto_seconds", "Measured recovery time of the last drill.", [(r.system, r.last_rto_seconds) for r in rows])
     metric("rto_target_seconds", "RTO target from the downtime tier.", [(r.system, r.rto_target_seconds) for r in rows])
+    metric("clock_skew", "1 when a backup, copy or drill record is dated beyond now + "
+           f"{format_duration(CLOCK_SKEW_TOLERANCE)} (the host clock ran ahead).",
+           [(r.system, int(r.clock_skew)) for r in rows])
     metric("overdue", "1 when anything is overdue or failing.", [(r.system, int(r.overdue)) for r in rows])
+    metric("missing_backups", "Backups the ledger committed that are missing from the repository.",
+           [(r.system, len(r.missing_backups)) for r in rows])
+    return "\n".join(lines) + "\n"
+
+
+def anchors_prometheus(results) -> str:
+    """Metrics for the ledger's anchors on targets (actions/anchors.py)."""
+    lines = ["# HELP backupkit_ledger_anchor_ok 0 when a target's signed ledger head shows the local ledger was rolled back.",
+             "# TYPE backupkit_ledger_anchor_ok gauge"]
+    lines += [f'backupkit_ledger_anchor_ok{{target="{a.where.split(" ", 1)[1]}"}} {int(a.status != "rolled-back")}'
+              for a in results]
+    lines += ["# HELP backupkit_ledger_anchor_reachable 0 when a target's ledger head could not be read.",
+              "# TYPE backupkit_ledger_anchor_reachable gauge"]
+    lines += [f'backupkit_ledger_anchor_reachable{{target="{a.where.split(" ", 1)[1]}"}} {int(a.status != "unreachable")}'
+              for a in results]
     return "\n".join(lines) + "\n"

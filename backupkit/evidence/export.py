@@ -5,6 +5,13 @@ report.html, records.jsonl (the contiguous chain segment with hashes and
 signatures), controls.json, backups.csv, drills.csv, the policies in force,
 the public signing key, bundle.json, SHA256SUMS and SHA256SUMS.sig.
 A ``.zip`` output path gets the same files zipped.
+
+The period selects by ``time`` only at its two ends: the bundle holds every
+seq from the first record dated at or after ``since`` to the last record dated
+before ``until``, whatever the time of the records between them. Order comes
+from seq, never from the wall clock, so a record written while the clock was
+stepped back stays in the chain (and is listed in bundle.json ``clock_steps``)
+instead of leaving a gap that would read as a deletion.
 """
 
 from __future__ import annotations
@@ -61,6 +68,30 @@ def drill_rows(records) -> list[list]:
             for r in records if r.kind == "drill"]
 
 
+def _bound(value: str | None) -> datetime | None:
+    """A period bound as an aware datetime; a bare date or naive time is UTC."""
+    if value is None:
+        return None
+    d = datetime.fromisoformat(value)
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def period_segment(records: list, since: str | None, until: str | None) -> list:
+    """Given records in seq order, the contiguous run from the first one dated at or after ``since``
+    to the last one dated before ``until`` (every seq in between, whatever its time)."""
+    start, end = _bound(since), _bound(until)
+    first = next((i for i, r in enumerate(records) if start is None or r.when >= start), len(records))
+    last = next((i for i in range(len(records) - 1, -1, -1) if end is None or records[i].when < end), -1)
+    return records[first:last + 1]
+
+
+def clock_steps(records) -> list[dict]:
+    """The records written while the clock was behind their predecessor's (the ledger marks them)."""
+    return [{"seq": r.seq, "previous_seq": r.body["clock_step"].get("previous_seq"),
+             "seconds_back": r.body["clock_step"].get("seconds_back")}
+            for r in records if isinstance(r.body.get("clock_step"), dict)]
+
+
 def write_sums(directory: Path, signer) -> None:
     lines = []
     for p in sorted(directory.rglob("*")):
@@ -77,7 +108,8 @@ def export(ctx: Context, *, since: str | None, until: str | None, systems: list[
         raise ConfigError(f"{out} already exists and is not empty; choose a new --out")
     n = ctx.ledger.verify(ctx.signer.public)  # never export evidence from a broken chain
     policies = [ctx.policy(s) for s in systems] if systems else list(ctx.policies.values())
-    records = list(ctx.ledger.records(since=since, until=until))
+    records = period_segment(list(ctx.ledger.records()), since, until)
+    steps = clock_steps(records)
     scoped = [r for r in records if not systems or r.policy in systems or r.policy == "*"]
     controls = evaluate(scoped, policies)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -85,7 +117,7 @@ def export(ctx: Context, *, since: str | None, until: str | None, systems: list[
             "systems": [p.system for p in policies], "lang": lang, "key_id": ctx.signer.id,
             "records": len(records), "ledger_records_total": n,
             "first_seq": records[0].seq if records else None, "last_seq": records[-1].seq if records else None,
-            "operator": ctx.operator}
+            "clock_steps": len(steps), "clock_step_records": steps, "operator": ctx.operator}
     zip_out = out.suffix.lower() == ".zip"
     work = Path(tempfile.mkdtemp(prefix="backupkit-bundle-")) if zip_out else out
     try:

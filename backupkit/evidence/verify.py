@@ -3,8 +3,11 @@
 Checks, in order: the SHA256SUMS signature against the bundled public key
 (and an expected key ID if given), every listed file's hash, that no file is
 unlisted, then every record in records.jsonl: its hash, its link to the
-previous record and its signature, and that controls.json cites only records
-that are in the bundle. Raises VerificationFailed naming the first problem.
+previous record and its signature, that bundle.json's seq range, record
+count and clock steps describe records.jsonl, and that controls.json cites
+only records that are in the bundle. Raises VerificationFailed naming the
+first problem. Records written while the clock was stepped back are valid
+(order is by seq) and are named in the summary.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from ..errors import VerificationFailed
 from ..keys import key_id, load_public_key, public_raw, verify_signature
 from ..ledger import Record, check_chain
 from ..manifest import parse_signature
-from .export import SUMS, SUMS_SIG
+from .export import SUMS, SUMS_SIG, clock_steps
+
+
+def _check_meta(meta: dict, records: list[Record], what: str) -> None:
+    """bundle.json must describe records.jsonl: seq range, count and clock steps (fields a bundle lacks are skipped)."""
+    actual = {"records": len(records), "first_seq": records[0].seq if records else None,
+              "last_seq": records[-1].seq if records else None, "clock_steps": len(clock_steps(records))}
+    for field, value in actual.items():
+        if field in meta and meta[field] != value:
+            raise VerificationFailed(f"{what}: bundle.json says {field} {meta[field]}, but records.jsonl has {value}")
 
 
 def _check_dir(d: Path, expected_key_id: str | None) -> str:
@@ -59,6 +71,12 @@ def _check_dir(d: Path, expected_key_id: str | None) -> str:
             raise VerificationFailed(f"{what}: records.jsonl line {i} is not a ledger record") from None
     n = check_chain(records, pub, first_prev=None, what=f"{what}/records.jsonl")
     seqs = {r.seq for r in records}
+    if (d / "bundle.json").is_file():
+        try:
+            meta = json.loads((d / "bundle.json").read_text(encoding="utf-8"))
+        except ValueError:
+            raise VerificationFailed(f"{what}: bundle.json is not JSON") from None
+        _check_meta(meta if isinstance(meta, dict) else {}, records, what)
     if (d / "controls.json").is_file():
         for fw in json.loads((d / "controls.json").read_text(encoding="utf-8")):
             for c in fw.get("controls", []):
@@ -67,8 +85,11 @@ def _check_dir(d: Path, expected_key_id: str | None) -> str:
                     if missing:
                         raise VerificationFailed(f"{what}: control {c['id']} cites records {sorted(missing)} not in the bundle")
     span = f"seq {records[0].seq}..{records[-1].seq}" if records else "no records"
+    steps = [s["seq"] for s in clock_steps(records)]
+    note = (f"; {len(steps)} clock step(s) at seq {', '.join(map(str, steps))} (the clock went back; order is by seq)"
+            if steps else "")
     return (f"bundle {d}: signature by key {kid} valid, {len(listed)} files intact, "
-            f"{n} records ({span}) chained and signed")
+            f"{n} records ({span}) chained and signed{note}")
 
 
 def verify_bundle(bundle: Path, *, expected_key_id: str | None = None) -> str:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from ..artifact import sha256_file
 from ..errors import JobFailed, VerificationFailed
+from ..files import open_regular
 from .base import CHUNK, Blob, PutResult, Target
 
 
@@ -29,9 +30,13 @@ class LocalTarget(Target):
             raise JobFailed(
                 f"target {self.name}: directory {self.base} does not exist; mount the disk or create the directory"
             )
-        p = (self.base / key).resolve()
-        if self.base.resolve() not in p.parents:
+        parts = key.split("/")
+        if key.startswith("/") or ".." in parts:
             raise ValueError(f"key {key!r} escapes the target directory")
+        # the last component is never followed: a stream replaced by a symlink is found by stat/open_read
+        p = self.base / key
+        if self.base.resolve() not in p.parent.resolve().parents and p.parent.resolve() != self.base.resolve():
+            raise VerificationFailed(f"target {self.name}: {p.parent} leads outside {self.base} (a symlinked directory)")
         return p
 
     def _fail(self, e: OSError, path: Path, doing: str) -> JobFailed:
@@ -73,8 +78,10 @@ class LocalTarget(Target):
         return PutResult(key, size, digest, "local-rehash", sent, resumed_from=offset)
 
     def stat(self, key: str) -> int | None:
-        p = self._path(key)
-        return p.stat().st_size if p.is_file() else None
+        try:
+            return os.lstat(self._path(key)).st_size  # a symlink's own size: it never matches a manifest
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def sha256(self, key: str) -> tuple[str, str]:
         p = self._path(key)
@@ -85,7 +92,7 @@ class LocalTarget(Target):
 
     def open_read(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
+            return open_regular(self._path(key), f"target {self.name}")
         except FileNotFoundError:
             raise JobFailed(f"target {self.name}: {key} is missing") from None
 
