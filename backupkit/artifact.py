@@ -23,7 +23,7 @@ import zstandard
 
 from .engines.base import StreamInfo
 from .errors import JobFailed, VerificationFailed
-from .files import is_regular, open_regular
+from .files import create_private, is_regular, open_regular
 from .keys import Identity, Recipient
 
 CHUNK = 1 << 20
@@ -251,7 +251,7 @@ class DirectorySink:
                  long_distance: bool = True):
         self.directory = directory
         self.workdir = directory / "work"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.recipients = recipients
         self.level = level
         self.threads = threads
@@ -293,6 +293,6 @@ class DirectorySource:
             read_stream(f, writer, self.identities, info, what=self.what, recipient_ids=self.recipient_ids)
 
     def to_file(self, name: str, path: Path) -> Path:
-        with open(path, "wb") as out:
+        with create_private(path) as out:  # decrypted patient data: private from the first byte
             self.stream_to(name, out)
         return path

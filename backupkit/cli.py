@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__, log, progress
-from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError, JobFailed, VerificationFailed
+from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError, Interrupted, JobFailed, VerificationFailed
 
 pass_ctx = click.make_pass_decorator(dict, ensure=True)
 
@@ -36,6 +37,11 @@ def handles_errors(fn):
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except Interrupted as e:
+            import signal
+
+            _fail(f"interrupted by {signal.Signals(e.signum).name}; what it had started was torn down and recorded",
+                  128 + e.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
@@ -96,6 +102,7 @@ def _parse_day(value: str | None, param: str) -> str | None:
 def cli(cctx, config, verbose, log_json):
     """Nightly database backups, monthly restore drills, signed audit evidence."""
     cctx.obj = {"config": config, "verbose": verbose, "log_json": log_json}
+    os.umask(0o077)  # everything backupkit creates is private unless it says otherwise (docs/security.md)
     log.setup(verbose, log_json)
     progress.enable_if_tty()
 
@@ -125,10 +132,11 @@ def keys():
 @handles_errors
 def keys_show(obj):
     """Print key IDs and recipients; never the identity."""
-    from .keys import load_identities
+    from .keys import fingerprint, fingerprint_groups, load_identities
 
     ctx = _context(obj)
     click.echo(f"signing key   {ctx.config.keys.signing_key}  id {ctx.signer.id}")
+    click.echo(f"fingerprint   SHA-256 {fingerprint_groups(fingerprint(ctx.signer.public))}")
     for r in ctx.recipients:
         click.echo(f"recipient     {r.text}  id {r.id}")
     if ctx.config.keys.identity is not None and Path(ctx.config.keys.identity).exists():
@@ -136,6 +144,31 @@ def keys_show(obj):
             click.echo(f"identity      {ctx.config.keys.identity}  id {i.id} (secret not shown)")
     else:
         click.echo("identity      not on this host (only drill/restore hosts need it)")
+
+
+@keys.command("register")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the form as a printable A4 HTML page.")
+@click.option("--pub", "pub_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the public key (PEM) to hand over with the form.")
+@pass_ctx
+@handles_errors
+def keys_register(obj, lang, html_out, pub_out):
+    """Print the one-page key registration form (公钥登记表) to hand to the assessor once."""
+    from .evidence.registration import registration_html, registration_text
+    from .keys import public_pem
+
+    ctx = _context(obj)
+    click.echo(registration_text(ctx, lang))
+    if html_out is not None:
+        html_out.write_text(registration_html(ctx, lang), encoding="utf-8")
+        html_out.chmod(0o644)
+        click.echo(f"written {html_out}", err=True)
+    if pub_out is not None:
+        pub_out.write_bytes(public_pem(ctx.signer.public))
+        pub_out.chmod(0o644)
+        click.echo(f"written {pub_out}", err=True)
 
 
 @cli.command()
@@ -282,6 +315,25 @@ def restore(obj, system, backup_id, dsn, from_target, force):
 
 
 @cli.command()
+@click.argument("system", required=False)
+@pass_ctx
+@handles_errors
+def cleanup(obj, system):
+    """Destroy work directories and scratch servers left by killed drills and restores, and record each."""
+    from .actions.cleanup import clean
+
+    ctx = _context(obj)
+    if system:
+        ctx.policy(system)
+    done = clean(ctx, system)
+    for body in done:
+        t = body["teardown"]
+        click.echo(f"removed {t['workdir']} left by killed {body['system']} drill {body['drill_id'] or '?'}; "
+                   f"stopped {sum(1 for s in t['servers'] if s['was_ours'])} scratch server(s); recorded as abandoned")
+    click.echo(f"{len(done)} leftover(s) cleaned" if done else "nothing to clean up")
+
+
+@cli.command()
 @click.argument("systems", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @pass_ctx
@@ -423,6 +475,64 @@ def ledger_annotate(obj, system, text, kind, subject):
 
 
 @cli.group()
+def review():
+    """Reviews of drills and corrective actions, recorded after the fact."""
+
+
+@review.command("drill")
+@click.argument("drill_id")
+@click.option("--reviewer", required=True, help="Who reviewed the drill's record.")
+@click.option("--verdict", type=click.Choice(["accepted", "rejected"]), required=True)
+@click.option("--note", default="", help="The reviewer's conclusion.")
+@pass_ctx
+@handles_errors
+def review_drill(obj, drill_id, reviewer, verdict, note):
+    """Record the review of drill DRILL_ID (after it ran): accepted or rejected, with a note."""
+    from .evidence import policystore
+    from .reviews import record_review
+
+    ctx = _context(obj)
+    rec = record_review(ctx, drill_id, reviewer=reviewer, verdict=verdict, note=note)
+    policystore.remember(ctx.config.ledger, list(ctx.policies.values()))
+    click.echo(f"drill {drill_id} {verdict} by {reviewer} (ledger record {rec.seq})")
+
+
+@review.group("action")
+def review_action():
+    """Corrective actions: opened with an owner and a due date, closed with a record."""
+
+
+@review_action.command("add")
+@click.argument("system")
+@click.option("--drill", "drill_id", help="The drill that found the problem.")
+@click.option("--owner", required=True, help="Who is responsible.")
+@click.option("--due", required=True, help="Due date (YYYY-MM-DD); an open action past it is an exception.")
+@click.option("--text", required=True, help="What will be done.")
+@pass_ctx
+@handles_errors
+def review_action_add(obj, system, drill_id, owner, due, text):
+    """Open a corrective action for SYSTEM."""
+    from .reviews import open_action
+
+    rec = open_action(_context(obj), system, drill_id=drill_id, owner=owner, due=due, text=text)
+    click.echo(f"corrective action {rec.subject} opened, due {rec.body['due']} (ledger record {rec.seq})")
+
+
+@review_action.command("close")
+@click.argument("action_id")
+@click.option("--by", "by", required=True, help="Who confirms it is done.")
+@click.option("--note", default="", help="What was done (e.g. the drill that proves it).")
+@pass_ctx
+@handles_errors
+def review_action_close(obj, action_id, by, note):
+    """Close corrective action ACTION_ID."""
+    from .reviews import close_action
+
+    rec = close_action(_context(obj), action_id, by=by, note=note)
+    click.echo(f"corrective action {action_id} closed (ledger record {rec.seq})")
+
+
+@cli.group()
 def hold():
     """Legal or audit holds: a backup on hold is never pruned."""
 
@@ -461,35 +571,83 @@ def evidence():
 
 
 @evidence.command("export")
-@click.option("--since", help="First day (YYYY-MM-DD), inclusive.")
-@click.option("--until", help="Last day (YYYY-MM-DD), exclusive.")
-@click.option("--system", "systems", multiple=True)
+@click.option("--since", help="First day (YYYY-MM-DD, display zone), included.")
+@click.option("--until", help="Last day (YYYY-MM-DD, display zone), included.")
+@click.option("--system", "systems", multiple=True, help="Only this system (repeatable); other systems' records "
+              "are kept as hashes only.")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--tz", "tz_name", help="Display time zone (default: evidence.yaml 'timezone', else the host's).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (or .zip file).")
 @pass_ctx
 @handles_errors
-def evidence_export(obj, since, until, systems, lang, out):
-    """Write a signed evidence bundle for a period."""
+def evidence_export(obj, since, until, systems, lang, tz_name, out):
+    """Write a signed evidence bundle for a period (exit 3 if a target's signed head shows the
+    ledger was rolled back)."""
     from .evidence.export import export
 
     ctx = _context(obj)
-    path = export(ctx, since=_parse_day(since, "--since"), until=_parse_day(until, "--until"),
-                  systems=list(systems), lang=lang, out=out)
+    path = export(ctx, since=since, until=until, systems=list(systems), lang=lang, out=out, tz_name=tz_name,
+                  warn=lambda line: click.echo(line, err=True))
     click.echo(f"evidence bundle written to {path}")
 
 
 @evidence.command("verify")
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--key-id", help="Expected signing key ID (from 'backupkit keys show').")
-def evidence_verify(bundle, key_id):
-    """Check a bundle offline: SHA256SUMS signature, every file, every record (exit 3 on tampering)."""
+@click.option("--fingerprint", "fp", help="The registered SHA-256 fingerprint of the signing key (64 hex).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The registered public key (PEM), e.g. from 'backupkit keys register --pub'.")
+@click.option("--trust-bundle-key", is_flag=True, help="Trust the key inside the bundle (proves nothing against "
+              "forgery; prints a warning).")
+@click.option("--previous", type=click.Path(exists=True, path_type=Path),
+              help="The previous period's bundle: prove the two are contiguous.")
+@click.option("--key-id", help="Also require this signing key ID (from 'backupkit keys show').")
+@pass_ctx
+def evidence_verify(obj, bundle, fp, key_file, trust_bundle_key, previous, key_id):
+    """Check a bundle offline against a pinned key: signature, every file, every record, the verdicts
+    (exit 3 on tampering, or when no key is pinned)."""
     from .evidence.verify import verify_bundle
 
     try:
-        summary = verify_bundle(bundle, expected_key_id=key_id)
+        pin = _evidence_pin(obj, fp, key_file, trust_bundle_key)
+        summary = verify_bundle(bundle, pin=pin, expected_key_id=key_id, previous=previous)
     except BackupkitError as e:
         _fail(str(e), e.exit_code)
     click.echo(summary)
+
+
+def _evidence_pin(obj, fp, key_file, trust_bundle_key):
+    """The key a bundle must be signed with: --key, --fingerprint, else this host's configured signing key;
+    None (refused) unless --trust-bundle-key."""
+    from .evidence.verify import Pin
+    from .keys import fingerprint, load_public_key, parse_fingerprint
+
+    if key_file is not None:
+        try:
+            data = key_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"option --key: cannot read {key_file} ({e.strerror})") from None
+        pub = load_public_key(data, f"option --key {key_file}")
+        pin = Pin(f"--key {key_file}", fingerprint(pub), pub)
+        if fp and parse_fingerprint(fp) != pin.fingerprint:
+            raise ConfigError(f"option --fingerprint does not match the key in {key_file}")
+        return pin
+    if fp:
+        return Pin("--fingerprint", parse_fingerprint(fp))
+    if trust_bundle_key:
+        click.echo("WARNING: --trust-bundle-key: the bundle is checked against the key it carries itself. A forger "
+                   "who re-signs a bundle with a key of their own passes this check. Compare the fingerprint "
+                   "printed below with the registered one (公钥登记表), or verify with --fingerprint.", err=True)
+        return Pin("the key inside the bundle (UNPINNED)", "", trust_bundle=True)
+    try:
+        from .config import config_path
+
+        if config_path(obj.get("config")).exists():
+            ctx = _context(obj)
+            return Pin(f"the signing key of config {ctx.config.file}", fingerprint(ctx.signer.public),
+                       ctx.signer.public)
+    except BackupkitError:
+        pass
+    return None
 
 
 @cli.group()

@@ -87,7 +87,10 @@ class Config(_Strict):
     keys: KeysConfig
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     log_file: Path | None = None
-    scratch_dir: Path | None = None  # where drills put scratch data (default: the system temp dir)
+    # where plaintext work lives: drill and restore scratch, decrypted archives, downloads (default: system temp dir);
+    # ``scratch_dir`` is the name before 0.2 and means the same
+    work_dir: Path | None = None
+    scratch_dir: Path | None = None
     lock_timeout: float = Field(60.0, ge=0)
     notify: NotifyConfig = NotifyConfig()
 
@@ -101,7 +104,7 @@ def _absolutize(data: dict, base: Path) -> dict:
         p = Path(str(v))
         return str(p if p.is_absolute() else (base / p))
 
-    for k in ("repository", "ledger", "policies", "log_file", "scratch_dir"):
+    for k in ("repository", "ledger", "policies", "log_file", "scratch_dir", "work_dir"):
         if k in data:
             data[k] = fix(data[k])
     keys = data.get("keys")
@@ -146,4 +149,6 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(describe_validation_error(file, e).replace("docs/policy.md", "docs/operations.md")) from None
-    return cfg.model_copy(update={"file": file.resolve()})
+    if cfg.work_dir is not None and cfg.scratch_dir is not None:
+        raise ConfigError(f"{file}: set 'work_dir' only ('scratch_dir' is its old name)")
+    return cfg.model_copy(update={"file": file.resolve(), "work_dir": cfg.work_dir or cfg.scratch_dir})

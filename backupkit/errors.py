@@ -53,3 +53,11 @@ class VerificationFailed(BackupkitError):
 
 class LockTimeout(JobFailed):
     """Another run holds the policy's lock for longer than we are willing to wait."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP arrived during a drill or restore; it was torn down and recorded (exit 128 + signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum

@@ -26,7 +26,7 @@ from .keys import Signer, key_id, public_raw, verify_signature
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-KINDS = {"backup", "copy", "verify", "drill", "restore", "prune", "review", "annotation", "abandoned", "hold"}
+KINDS = {"backup", "copy", "verify", "drill", "restore", "prune", "review", "annotation", "abandoned", "hold", "corrective_action"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

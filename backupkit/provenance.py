@@ -30,7 +30,7 @@ from typing import Iterator
 from .anchor import LEDGER_KEY
 from .artifact import check_stream_files
 from .errors import BackupkitError, VerificationFailed
-from .files import MANIFEST_MAX, SIGNATURE_MAX
+from .files import MANIFEST_MAX, SIGNATURE_MAX, create_private
 from .history import History, history
 from .ledger import Ledger, Record, check_chain
 from .manifest import MANIFEST, SIGNATURE, read_manifest_files, verify_manifest_bytes
@@ -118,7 +118,7 @@ def target_ledger(target, public) -> Iterator[Ledger | None]:
     try:
         os.chmod(tmp, 0o700)
         path = tmp / "ledger.db"
-        with target.open_read(LEDGER_KEY) as src, open(path, "wb") as out:
+        with target.open_read(LEDGER_KEY) as src, create_private(path) as out:
             shutil.copyfileobj(src, out, 1 << 20)
         try:
             led = Ledger(path)

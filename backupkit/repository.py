@@ -79,7 +79,8 @@ class Repository:
     def ensure(self) -> None:
         try:
             for d in (self.root, self.root / STAGING, self.root / LOCKS):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.root / STAGING, 0o700)
         except OSError as e:
             raise ConfigError(f"repository {self.root}: cannot create ({e.strerror}); check 'repository:' in the config") from None
 
@@ -118,7 +119,8 @@ class Repository:
     def new_staging(self, system: str, backup_id: str, *, operator: str) -> Path:
         self.ensure()
         d = self.root / STAGING / f"{system}.{backup_id}"
-        d.mkdir()
+        d.mkdir(mode=0o700)
+        os.chmod(d, 0o700)  # whatever the umask: dumps and snapshots are plaintext until encrypted
         (d / OWNER).write_text(
             json.dumps(
                 {"system": system, "backup_id": backup_id, "pid": os.getpid(), "host": socket.gethostname(),

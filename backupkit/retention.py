@@ -26,6 +26,13 @@ def _period(kind: str, t: datetime) -> tuple:
     return (t.year,)
 
 
+def period_label(kind: str, p: tuple) -> str:
+    """2026-11-03 (daily), 2026-W45 (weekly, ISO), 2026-11 (monthly), 2026 (yearly)."""
+    if kind == "weekly":
+        return f"{p[0]}-W{p[1]:02d}"
+    return "-".join(f"{x:02d}" if i else str(x) for i, x in enumerate(p))
+
+
 @dataclass
 class PrunePlan:
     keep: dict[str, list[str]] = field(default_factory=dict)  # backup id -> reasons
@@ -53,7 +60,7 @@ def plan_prune(backups: list[tuple[str, datetime]], *, daily: int, weekly: int, 
             if p in seen:
                 continue
             seen.add(p)
-            plan.keep.setdefault(bid, []).append(f"{kind} {'-'.join(str(x) for x in p)}")
+            plan.keep.setdefault(bid, []).append(f"{kind} {period_label(kind, p)}")
     plan.remove = [bid for bid, _ in backups if bid not in plan.keep]
     return plan
 

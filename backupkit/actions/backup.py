@@ -135,6 +135,7 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                 manifest = build_manifest(ctx, policy, backup_id=backup_id, result=result, streams=sink.streams,
                                           started=started, finished=finished, trigger=trigger, planned=planned)
                 manifest_bytes = write_manifest(staging, manifest, signer)
+                failpoint("backup-before-commit")
                 ref = repo.commit(staging, policy.system, backup_id)
                 failpoint("backup-after-commit")
             except OSError as e:

@@ -11,10 +11,12 @@ when a step failed. Returns the outcome; the CLI maps it to an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,12 +28,17 @@ from ..artifact import DirectorySource, check_stream_files, no_identity_message,
 from .. import progress
 from ..context import Context
 from ..engines import get_engine
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, JobFailed, VerificationFailed
+from ..errors import (EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, Interrupted, JobFailed,
+                      VerificationFailed)
 from ..expect import judge
 from ..manifest import MANIFEST, SIGNATURE
 from ..policy import Policy
 from ..verdict import Verdict, compare_fingerprints, drill_verdict
+from ..failpoint import failpoint
+from ..files import create_private
 from ..history import History
+from ..workdir import WorkDir
+from .cleanup import clean, stop_servers
 from ..names import check_backup_id
 from ..provenance import history_with_target, ledger_history, load_bound, load_bound_remote, remote_listing, target_ledger
 
@@ -136,7 +143,7 @@ def fetch_from_target(ctx: Context, policy: Policy, target_name: str, backup_id:
             name = stream_file_name(s, where)
             if target.stat(base + name) is None:
                 raise VerificationFailed(f"{where}: {name} is missing")
-            with target.open_read(base + name) as src, open(dest / name, "wb") as out:
+            with target.open_read(base + name) as src, create_private(dest / name) as out:
                 shutil.copyfileobj(src, out, 1 << 20)
         return Picked(policy.system, bid, dest, {"location": "target", "target": target_name, "key": base,
                                   "describe": target.describe()}, where, hist)
@@ -164,7 +171,7 @@ def pick_local(ctx: Context, policy: Policy, backup_id: str | None) -> Picked:
         refs, _ = ctx.repository.scan(policy.system)
         ordered = hist.ordered(refs)
         if not ordered:
-            raise JobFailed(f"system {policy.system}: no backup in {ctx.repository.root} to drill; run 'backupkit backup {policy.system}'")
+            raise ConfigError(f"no backup of {policy.system} yet in {ctx.repository.root}; run 'backupkit backup {policy.system}'")
         ref = refs[ordered[-1]]
     return Picked(policy.system, ref.backup_id, ref.path, {"location": "local", "path": str(ref.path)},
                   f"backup {policy.system}/{ref.backup_id} in {ref.path.parent}", hist)
@@ -207,13 +214,40 @@ def _backup_time(manifest: dict) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
-def scratch_workdir(ctx: Context) -> Path:
-    base = ctx.config.scratch_dir
-    if base is not None:
-        base.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix="backupkit-drill-", dir=base))
-    os.chmod(d, 0o711)  # engines may run scratch servers as another OS user (postgres) below it
-    return d
+def scratch_workdir(ctx: Context, *, kind: str = "drill", system: str = "*", ident: str = "") -> WorkDir:
+    """A private work directory (workdir.py) whose owner marker lets 'cleanup' find it if this run is killed."""
+    return WorkDir(ctx.config.work_dir, kind=kind, system=system, ident=ident)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Turn SIGTERM and SIGHUP into Interrupted (SIGINT is KeyboardInterrupt already) for the block;
+    once one arrived, further signals are ignored so teardown and the record are never cut short."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            return
+        received.append(signum)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def shielded():
+    """Ignore SIGTERM, SIGHUP and SIGINT for the block (teardown and recording after an interruption)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, from_target: str | None = None,
@@ -233,10 +267,14 @@ def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, fro
     state = {"checks": [], "restored": False, "manifest": None, "rto_end": None}
     failed_step = error = None
     verification_error = False
-    work = scratch_workdir(ctx)
+    interrupted: BaseException | None = None
+    clean(ctx, policy.system)  # what a killed drill of this system left behind
+    wd = scratch_workdir(ctx, kind="drill", system=policy.system, ident=drill_id)
+    work = wd.path
     t_first_byte = time.monotonic()
     try:
-        _drill_steps(ctx, policy, engine, tl, record, state, work, backup_id, from_target, after_restore)
+        with interruptible():
+            _drill_steps(ctx, policy, engine, tl, record, state, wd, backup_id, from_target, after_restore)
     except ConfigError:
         raise
     except BackupkitError as e:
@@ -244,10 +282,34 @@ def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, fro
         failed_step = failed[0] if failed else "drill"
         error = str(e)
         verification_error = isinstance(e, VerificationFailed)
+    except (Interrupted, KeyboardInterrupt) as e:
+        interrupted = e
+        failed = [s["step"] for s in tl.steps if s["status"] == "failed"]
+        failed_step = failed[0] if failed else "drill"
+        error = f"interrupted by {'SIGINT' if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signum).name}"
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with shielded():  # whatever happened: no scratch server outlives the drill, no plaintext stays
+            leftover = stop_servers(work) + [s for r in wd.info.get("scratch_roots", []) for s in stop_servers(Path(r))]
+            shutil.rmtree(work, ignore_errors=True)
+            for r in wd.info.get("scratch_roots", []):
+                shutil.rmtree(r, ignore_errors=True)
+            wd.close()
     record["workdir_removed"] = not work.exists()
+    if leftover:
+        record["servers_stopped_after_teardown"] = leftover
+    if interrupted is not None:
+        with shielded():
+            _finish(ctx, policy, record, state, tl, started, t_first_byte, backup_id, failed_step, error, False,
+                    interrupted=True)
+        raise interrupted
+    return _finish(ctx, policy, record, state, tl, started, t_first_byte, backup_id, failed_step, error,
+                   verification_error)
 
+
+def _finish(ctx, policy, record, state, tl, started, t_first_byte, backup_id, failed_step, error, verification_error,
+            interrupted: bool = False) -> DrillOutcome:
+    """Judge and record a drill (also an interrupted one)."""
+    drill_id = record["drill_id"]
     manifest, checks = state["manifest"], state["checks"]
     rto_seconds = (state["rto_end"] - t_first_byte) if state["rto_end"] is not None else None
     rto_target = policy.tier.total_seconds()
@@ -264,15 +326,20 @@ def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, fro
     verdict = drill_verdict(restored=state["restored"], checks=checks, rto_met=record["rto"]["met"],
                             rpo_met=record["rpo"]["met"], failed_step=failed_step, error=error,
                             verification_error=verification_error)
-    record.update(timeline=tl.steps, checks=checks, verdict=verdict.label, deviations=verdict.reasons,
+    if interrupted:
+        verdict = Verdict(False, [f"the drill was {error} during step {failed_step}; the scratch was torn down"]
+                          + [r for r in verdict.reasons if not r.startswith("step ")])
+    record.update(timeline=tl.steps, checks=checks, verdict="interrupted" if interrupted else verdict.label,
+                  deviations=verdict.reasons,
                   failed_step=failed_step, finished=datetime.now(timezone.utc).isoformat())
     rec = ctx.ledger.append(ctx.signer, kind="drill", policy=policy.system, subject=drill_id, body=record)
     return DrillOutcome(record, verdict, rec.seq)
 
 
-def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, work: Path, backup_id, from_target,
+def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, wd: WorkDir, backup_id, from_target,
                  after_restore) -> None:
     """The drill's phases in order; fills ``record`` and ``state`` as it goes so a failure leaves a full record."""
+    work = wd.path
     if from_target:
         picked = tl.run("fetch", fetch_from_target, ctx, policy, from_target, backup_id, work / "fetched")
     else:
@@ -284,17 +351,24 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
                         "manifest_sha256": sha256_file(picked.directory / MANIFEST)[0],
                         "policy_sha256": manifest["policy"]["sha256"], "server_version": manifest["server_version"]}
     tl.run("check_identity", check_identity, ctx, manifest, what)
+    failpoint("drill-after-verify")
     source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
                          recipient_ids=manifest["recipients"])
     cm = engine.scratch(policy=policy, workdir=work / "scratch")
     scratch = tl.run("provision", cm.__enter__)
+    scratch.manifest = manifest  # engines recreate the database as recorded (encoding, locale, settings)
     record["scratch"] = {"kind": scratch.kind, **scratch.info}
+    datadir = scratch.info.get("datadir")
+    if datadir and work not in Path(datadir).parents:  # a cluster outside the work dir: let cleanup find it too
+        wd.note(scratch_roots=[str(Path(datadir).parent)])
     try:
+        failpoint("drill-after-provision")
         tl.run("restore", engine.restore, policy=policy, scratch=scratch, source=source)
         tl.steps.insert(len(tl.steps) - 1, {"step": "decrypt_decompress", "seconds": round(source.decrypt_seconds, 3),
                                             "status": "ok", "detail": "inside the restore step; overlaps it when streamed"})
         state["restored"] = True
         record["scratch"] = {"kind": scratch.kind, **scratch.info}  # engines complete it once the scratch is up
+        failpoint("drill-after-restore")
         if after_restore is not None:
             after_restore(engine, scratch)
         tl.run("checks", _checks, engine, scratch, policy, manifest, state["checks"])

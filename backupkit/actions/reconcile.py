@@ -28,6 +28,7 @@ from ..manifest import MANIFEST, read_manifest_files, verify_manifest_bytes
 from ..policy import Policy
 from ..provenance import ledger_history
 from ..artifact import check_stream_files
+from .cleanup import clean
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ def reconcile(ctx: Context, policy: Policy) -> History:
     """Everything a killed run of ``policy``'s system may have left locally. Caller holds the lock.
     Returns the system's up-to-date History."""
     record_abandoned(ctx, policy)
+    try:
+        clean(ctx, policy.system)  # work directories of killed drills and restores of this system
+    except BackupkitError as e:  # a bad work_dir is the drill's problem: it must not stop backups
+        logger.warning("system %s: cannot look for leftovers of killed drills: %s", policy.system, e)
     ctx.repository.empty_trash()
     hist = ledger_history(ctx.ledger, policy.system)
     reconcile_unrecorded(ctx, policy, hist)

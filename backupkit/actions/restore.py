@@ -22,7 +22,8 @@ from .drill import TimedSource, check_artifacts, check_identity, fetch_from_targ
 def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str, from_target: str | None,
                 force: bool) -> dict:
     engine = get_engine(policy.engine)
-    work = scratch_workdir(ctx)
+    wd = scratch_workdir(ctx, kind="restore", system=policy.system, ident=f"restore-{policy.system}")
+    work = wd.path
     t0 = time.monotonic()
     try:
         picked = (fetch_from_target(ctx, policy, from_target, backup_id, work / "fetched") if from_target
@@ -31,6 +32,7 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
         manifest = check_artifacts(ctx, picked, what)
         check_identity(ctx, manifest, what)
         with engine.restore_target(policy=policy, dsn=dsn) as dest:
+            dest.manifest = manifest  # engines apply the recorded database settings and compare them
             if not engine.is_empty(scratch=dest):
                 if not force:
                     raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
@@ -44,6 +46,7 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
             destination = dest.info
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        wd.close()
     bad = [c for c in checks if c["status"] != "passed"]
     body = {"backup_id": picked.backup_id, "copy": picked.copy, "destination": destination, "forced": force,
             "seconds": round(time.monotonic() - t0, 3), "checks": checks,

@@ -89,10 +89,15 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
         st.backup_ok = False
         st.problems.append("no backup yet" if not backups else
                            f"last backup is {format_duration(st.last_backup_age_seconds)} old, RPO {format_duration(policy.rpo)}")
+    if not policy.targets:  # the same truth as the evidence: no target is no offsite copy
+        st.offsite_ok = False
+        st.problems.append("no offsite copy: the policy names no target; add one to 'targets' "
+                           "(MLPS 8.1.4.9 b asks for offsite backup)")
+    newest_copy_seq = 0
     for target in policy.targets:
         mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
-        if mine:
-            st.last_offsite_copy = max(st.last_offsite_copy or "", mine[-1].subject)
+        if mine and mine[-1].seq > newest_copy_seq:
+            newest_copy_seq, st.last_offsite_copy = mine[-1].seq, mine[-1].subject
         if _skewed(st, mine[-1] if mine else None, now, "copy of", f" to {target}"):
             st.offsite_ok = False
         elif not age_ok(mine[-1].when if mine else None, policy.rpo, now):

@@ -14,12 +14,16 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError, JobFailed
+from ..failpoint import failpoint
+from ..files import create_private
+from ..repository import fsync_dir
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,36 @@ def table_fingerprints(conn: sqlite3.Connection, mode: str) -> dict[str, dict[st
     return out
 
 
+def open_by(*paths: Path) -> list[str]:
+    """Processes (``pid NAME``) that hold any of ``paths`` open, from /proc (those we may inspect)."""
+    wanted = set()
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            wanted.add((st.st_dev, st.st_ino))
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in wanted:
+                try:
+                    name = (proc / "comm").read_text().strip()
+                except OSError:
+                    name = "?"
+                found.append(f"pid {proc.name} ({name})")
+                break
+    return found
+
+
 class SqliteEngine(Engine):
     name = "sqlite"
 
@@ -118,6 +152,7 @@ class SqliteEngine(Engine):
             data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             at = datetime.now(timezone.utc).isoformat()
             fps = table_fingerprints(conn, policy.drill.fingerprint)
+            create_private(copy).close()  # plaintext patient data: 0600 before the first page is written
             out = sqlite3.connect(copy)
             try:
                 conn.backup(out, pages=0)
@@ -130,6 +165,7 @@ class SqliteEngine(Engine):
             raise JobFailed(f"policy {policy.system}: SQLite backup of {policy.source.path} into {copy} failed: {e}{hint}") from None
         finally:
             conn.close()
+        failpoint("sqlite-snapshot-written")
         with open(copy, "rb") as f:
             sink.write_stream("data", f)
         copy.unlink()
@@ -158,13 +194,38 @@ class SqliteEngine(Engine):
             s.teardown_proof = {"path": str(path), "exists_after_teardown": path.exists()}
 
     def restore(self, *, policy, scratch: Scratch, source: RestoreSource) -> None:
-        """Write the restored file beside its destination, then rename over it (atomic)."""
+        """Write the restored file beside its destination, then put it in place.
+
+        Over an existing database (``restore --force``) the destination and its ``-wal``, ``-shm`` and
+        ``-journal`` are replaced as one operation: refused while any process holds them open; the old
+        side files are renamed away *before* the restored file is renamed in (a stale WAL must never be
+        replayed onto the restored data), and the destination keeps its owner and mode."""
         path: Path = scratch.handle
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.restoring-{os.getpid()}")
+        side = [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
         try:
+            st = os.stat(path) if scratch.kind == "target" and path.exists() else None
+            if st is not None:
+                holders = open_by(path, *side)
+                if holders:
+                    raise JobFailed(f"restore into {path}: the database is open by {', '.join(holders)}; "
+                                    "stop that application first (nothing was changed)")
             source.to_file("data", tmp)
+            if st is not None:
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))
+                with contextlib.suppress(PermissionError):
+                    os.chown(tmp, st.st_uid, st.st_gid)
+            aside = []
+            for p in side:
+                if p.exists():
+                    moved = p.with_name(f".{p.name}.replaced-{os.getpid()}")
+                    os.replace(p, moved)
+                    aside.append(moved)
             os.replace(tmp, path)
+            fsync_dir(path.parent)
+            for p in aside:
+                p.unlink(missing_ok=True)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -1,0 +1,126 @@
+"""``backupkit cleanup``: destroy what killed drills and restores left behind, and record it.
+
+After a SIGKILL or a power loss, a drill leaves decrypted patient data in its
+work directory and, for PostgreSQL, maybe a scratch server still running on a
+restored data directory. The next drill or backup of that system, and this
+command for every system, find such directories (their owner's flock is free:
+workdir.py), stop the scratch servers whose command line names a data
+directory inside them, delete the directory, and append an ``abandoned``
+drill record with the teardown proof.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from ..context import Context
+from ..workdir import PREFIX, base_dir, try_claim
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 60  # a directory without a marker may be a run that is just starting
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    st = Path(f"/proc/{pid}/stat")
+    try:
+        return st.read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_servers(directory: Path) -> list[dict]:
+    """Stop every PostgreSQL postmaster whose data directory is inside ``directory``; return what happened."""
+    out = []
+    for pidfile in directory.rglob("postmaster.pid"):
+        datadir = pidfile.parent
+        try:
+            pid = abs(int(pidfile.read_text().splitlines()[0]))  # negative: a standalone backend (initdb)
+        except (OSError, ValueError, IndexError):
+            continue
+        owned = _alive(pid) and str(datadir) in _cmdline(pid)
+        if owned:  # the server named this very data directory on its command line: ours, kill it
+            for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not _alive(pid):
+                    break
+        out.append({"datadir": str(datadir), "postmaster_pid": pid, "was_ours": owned,
+                    "postmaster_running": _alive(pid) and str(datadir) in _cmdline(pid)})
+    return out
+
+
+def leftovers(ctx: Context, system: str | None = None) -> list[tuple[Path, int, dict]]:
+    """Work directories of dead runs (of ``system``, or all), each claimed: (path, lock fd, marker info)."""
+    found = []
+    base = base_dir(ctx.config.work_dir)
+    for d in sorted(base.glob(PREFIX + "*")):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        fd, info = try_claim(d)
+        if fd is None:
+            continue  # its owner is alive
+        if fd == -1 and time.time() - d.stat().st_mtime < GRACE_SECONDS:
+            continue
+        if system is not None and info.get("system") not in (system, None):
+            if fd >= 0:
+                os.close(fd)
+            continue
+        found.append((d, fd, info))
+    return found
+
+
+def clean(ctx: Context, system: str | None = None) -> list[dict]:
+    """Destroy every leftover work directory (of ``system``, or all) and record each; return the records' bodies."""
+    done = []
+    for d, fd, info in leftovers(ctx, system):
+        try:
+            servers = stop_servers(d)
+            for extra in info.get("scratch_roots", []):  # cluster roots outside the work directory
+                p = Path(extra)
+                if p.is_dir() and not p.is_symlink():
+                    servers += stop_servers(p)
+                    shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(d, ignore_errors=True)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        proof = {"workdir": str(d), "workdir_exists": d.exists(), "servers": servers,
+                 "postmaster_running": any(s["postmaster_running"] for s in servers)}
+        sys_ = info.get("system") or "*"
+        body = {"drill_id": info.get("id"), "system": sys_, "verdict": "abandoned", "started": info.get("started"),
+                "interrupted_process": {k: info.get(k) for k in ("pid", "process_start", "host")},
+                "reason": f"{info.get('kind', 'drill')} process {info.get('pid', '?')} died (killed or power loss) "
+                          "and left its work directory",
+                "deviations": ["the drill was killed before it could tear down its scratch and record itself"],
+                "checks": [], "timeline": [], "teardown": proof, "cleaned_by": ctx.operator,
+                "rto": {"measured_seconds": None, "met": None}, "rpo": {"met": None}}
+        kind = "drill" if info.get("kind", "drill") == "drill" else "abandoned"
+        ctx.ledger.append(ctx.signer, kind=kind, policy=sys_, subject=info.get("id") or d.name, body=body)
+        logger.warning("removed %s left by a killed %s of %s%s", d, info.get("kind", "run"), sys_,
+                       f"; stopped {len(servers)} scratch server(s)" if servers else "")
+        done.append(body)
+    return done
