@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__, log, progress
-from .errors import EXIT_FAILED, EXIT_OVERDUE, BackupkitError, ConfigError, Interrupted, JobFailed, VerificationFailed
+from .errors import EXIT_FAILED, EXIT_OVERDUE, EXIT_USAGE, BackupkitError, ConfigError, Interrupted, JobFailed, VerificationFailed
 
 pass_ctx = click.make_pass_decorator(dict, ensure=True)
 
@@ -44,6 +44,12 @@ def handles_errors(fn):
                   128 + e.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except PermissionError as e:
+            _fail(f"{e.filename or 'a file'}: permission denied ({e.strerror}); run backupkit as the user that owns "
+                  "its files, or fix that path's ownership and permissions", EXIT_USAGE)
+        except OSError as e:
+            _fail(f"{e.filename or 'I/O'}: {e.strerror or e}; check that the path exists, is writable and its disk "
+                  "has free space", EXIT_FAILED)
         except Exception as e:
             if click.get_current_context().find_root().params.get("verbose"):
                 raise
@@ -52,11 +58,12 @@ def handles_errors(fn):
     return wrapper
 
 
-def _context(obj):
+def _context(obj, readonly: bool = False):
     from .context import Context
 
     if "ctx" not in obj:
         obj["ctx"] = Context.load(obj.get("config"))
+        obj["ctx"].readonly = readonly
         if obj["ctx"].config.log_file:  # the group already set up logging; only the config can add a file
             log.setup(obj.get("verbose", False), obj["ctx"].config.log_file)
     return obj["ctx"]
@@ -82,6 +89,21 @@ def _backup_id_option(cctx, param, value):
         _fail(str(e), e.exit_code)
 
 
+def _broken_policies(ctx, systems=()) -> int:
+    """When a command covers every system, report each broken policy (one line each) and return 2, else 0.
+    A broken policy is excluded; every other system's job still runs."""
+    if systems:
+        return 0
+    for system, p in ctx.disabled_policies.items():
+        click.echo(f"backupkit: warning: {p.file}: system {system} is disabled ('enabled: false'), skipped; "
+                   "fill in its source and set 'enabled: true'", err=True)
+    if not ctx.policy_errors:
+        return 0
+    for e in ctx.policy_errors.values():
+        click.echo(f"backupkit: {e} (this system is skipped; the others run)", err=True)
+    return 2
+
+
 def _parse_day(value: str | None, param: str) -> str | None:
     if value is None:
         return None
@@ -98,10 +120,14 @@ def _parse_day(value: str | None, param: str) -> str | None:
               help="Global config file (default: $BACKUPKIT_CONFIG, then /etc/backupkit/backupkit.yaml).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug lines and show tracebacks.")
 @click.option("--log-json", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON log lines to FILE.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (for cron's MAILTO); errors and warnings still go to stderr.")
 @click.pass_context
-def cli(cctx, config, verbose, log_json):
+def cli(cctx, config, verbose, log_json, quiet):
     """Nightly database backups, monthly restore drills, signed audit evidence."""
     cctx.obj = {"config": config, "verbose": verbose, "log_json": log_json}
+    if quiet:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     os.umask(0o077)  # everything backupkit creates is private unless it says otherwise (docs/security.md)
     log.setup(verbose, log_json)
     progress.enable_if_tty()
@@ -109,17 +135,27 @@ def cli(cctx, config, verbose, log_json):
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file for the example policy.")
+@click.option("--engine", type=click.Choice(["sqlite", "postgres"]), default=None,
+              help="Write a working policy for this engine's source (checked before anything is written).")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), help="SQLite: the database file.")
+@click.option("--dsn", help="PostgreSQL: the source DSN (no password in it; use source.password_file).")
+@click.option("--system", default=None, help="System ID for the policy (default: demo-lis, or the database name).")
 @click.option("--offsite", type=click.Path(file_okay=False, path_type=Path), help="Directory for a 'local' offsite target.")
 @handles_errors
-def init(directory, source, offsite):
-    """Create a working configuration, keys and an example policy in DIRECTORY."""
-    from .actions.init import init as do_init
+def init(directory, engine, source, dsn, system, offsite):
+    """Create a working configuration, keys and a policy in DIRECTORY."""
+    from .actions.init import init_with_policy
 
-    cfg = do_init(directory, source_db=source, offsite=offsite)
+    cfg, policy_file, enabled = init_with_policy(directory, engine=engine, source_db=source, dsn=dsn, system=system,
+                                        offsite=offsite)
     click.echo(f"created {cfg}\nprivate keys are in {cfg.parent / 'keys'} (mode 0600); "
                "move identity.txt to the drill host and into escrow")
-    click.echo(f"next: export BACKUPKIT_CONFIG={cfg}; backupkit backup --all")
+    if enabled:
+        click.echo(f"policy {policy_file} is ready\nnext: export BACKUPKIT_CONFIG={cfg}; backupkit backup --all")
+    else:
+        click.echo(f"policy {policy_file} is an example and disabled: set its source (or run init with --engine and "
+                   "--source/--dsn), then 'enabled: true'\n"
+                   f"next: export BACKUPKIT_CONFIG={cfg}; edit {policy_file}; backupkit backup --all")
 
 
 @cli.group()
@@ -182,11 +218,12 @@ def backup(obj, systems, all_, trigger, no_copy):
     """Back up SYSTEMS (or --all), then copy each backup offsite."""
     from .actions.backup import backup_one
     from .durations import format_duration
+    from .report_text import human_bytes
 
     ctx = _context(obj)
     if not systems and not all_:
         raise ConfigError("name one or more systems, or pass --all")
-    worst = 0
+    worst = _broken_policies(ctx, () if all_ else systems)
     for policy in ctx.select(systems, all_):
         out = backup_one(ctx, policy, trigger=trigger, copy=not no_copy)
         if out.error is not None:
@@ -194,7 +231,7 @@ def backup(obj, systems, all_, trigger, no_copy):
             _alert(ctx, "backup failed", policy.system, str(out.error))
             worst = max(worst, out.error.exit_code)
             continue
-        click.echo(f"{policy.system}: backup {out.backup_id} ok, {out.artifact_bytes:,} bytes, "
+        click.echo(f"{policy.system}: backup {out.backup_id} ok, {human_bytes(out.artifact_bytes)} encrypted, "
                    f"{format_duration(out.seconds)}")
         for e in out.copy_errors:
             click.echo(f"backupkit: {e}", err=True)
@@ -215,12 +252,13 @@ def copy(obj, systems):
     from .actions.copy import copy_missing
 
     ctx = _context(obj)
+    broken = _broken_policies(ctx, systems)
     n, errors = copy_missing(ctx, ctx.select(systems))
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
         _alert(ctx, "offsite copy failed", "*", str(e))
     click.echo(f"copied {n} backup(s)" + (f", {len(errors)} failed" if errors else ""))
-    sys.exit(max((e.exit_code for e in errors), default=0))
+    sys.exit(max([broken] + [e.exit_code for e in errors]))
 
 
 @cli.command()
@@ -235,6 +273,7 @@ def verify(obj, systems, deep, sample, target):
     from .actions.verify import raise_if_failed, verify_local, verify_target
 
     ctx = _context(obj)
+    broken = _broken_policies(ctx, systems)
     policies = ctx.select(systems)
     if target:
         report = verify_target(ctx, target, policies, sample=sample)
@@ -248,6 +287,11 @@ def verify(obj, systems, deep, sample, target):
     for r in report.failed:
         _alert(ctx, "verification failed", r["system"], r["detail"])
     raise_if_failed(report)
+    named_without = [p.system for p in policies if systems and not any(r["system"] == p.system for r in report.results)]
+    if named_without:
+        raise ConfigError(f"no backup of {', '.join(named_without)} {'on ' + target if target else 'yet'}; "
+                          f"run 'backupkit backup {named_without[0]}'" + (" and 'backupkit copy'" if target else ""))
+    sys.exit(broken)
 
 
 @cli.command()
@@ -270,6 +314,7 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
     from .scheduler import drill_is_due
 
     ctx = _context(obj)
+    broken = 0 if system else _broken_policies(ctx)
     policies = [ctx.policy(system)] if system else ctx.select([], True)
     if due:
         policies = [p for p in policies if drill_is_due(ctx, p)]
@@ -281,10 +326,17 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
     if sample:
         older = candidate_backups(ctx, policies[0], from_target)[:-1]  # the latest is drilled anyway
         runs += [(policies[0], b) for b in sorted(random.sample(older, min(sample, len(older))))]
-    worst = 0
+    worst = broken
     for policy, bid in runs:
-        out = run_drill(ctx, policy, backup_id=bid, from_target=from_target, reviewer=reviewer,
-                        corrective_actions=list(actions))
+        try:
+            out = run_drill(ctx, policy, backup_id=bid, from_target=from_target, reviewer=reviewer,
+                            corrective_actions=list(actions))
+        except BackupkitError as e:
+            if len(runs) == 1:
+                raise
+            click.echo(f"backupkit: {e}", err=True)  # one system's problem never stops the others' drills
+            worst = max(worst, e.exit_code)
+            continue
         if as_json:
             click.echo(json.dumps(out.record, ensure_ascii=False, indent=2))
         else:
@@ -343,6 +395,7 @@ def prune(obj, systems, dry_run):
     from .actions.prune import prune as do_prune
 
     ctx = _context(obj)
+    broken = _broken_policies(ctx, systems)
     summaries, errors = do_prune(ctx, ctx.select(systems), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for s in summaries:
@@ -358,7 +411,7 @@ def prune(obj, systems, dry_run):
             click.echo(f"warning: {w}", err=True)
     for e in errors:
         click.echo(f"backupkit: {e}", err=True)
-    sys.exit(max((e.exit_code for e in errors), default=0))
+    sys.exit(max([broken] + [e.exit_code for e in errors]))
 
 
 @cli.command("list")
@@ -369,35 +422,57 @@ def list_(obj, systems):
     """List committed backups with their size and offsite copies."""
     from .report_text import print_backups
 
-    ctx = _context(obj)
+    ctx = _context(obj, readonly=True)
+    broken = _broken_policies(ctx, systems)
     print_backups(ctx, ctx.select(systems))
+    sys.exit(broken)
 
 
 @cli.command()
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--prometheus", "fmt", flag_value="prometheus", help="Print node_exporter textfile metrics.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the output to FILE atomically (mode 0644), whatever the exit status: for the textfile collector.")
 @pass_ctx
 @handles_errors
-def status(obj, fmt):
+def status(obj, fmt, out):
     """Backup age vs RPO, offsite copies, drill age and RTO per system (exit 4 if overdue, 3 if backups
-    are missing or the ledger was rolled back)."""
+    are missing or the ledger was rolled back, 2 if a policy is broken)."""
+    import time as _time
+
     from .actions.anchors import anchor_targets, check_target
     from .actions.status import anchors_prometheus, to_json, to_prometheus
     from .actions.status import status as do_status
-    from .errors import EXIT_VERIFY
+    from .errors import EXIT_USAGE, EXIT_VERIFY
     from .report_text import print_status
 
-    ctx = _context(obj)
+    ctx = _context(obj, readonly=True)
     rows = do_status(ctx, ctx.select([], True))
     anchors = [check_target(ctx, t) for t in anchor_targets(ctx)]
+    broken = {system: str(e) for system, e in ctx.policy_errors.items()}
     if fmt == "json":
-        click.echo(json.dumps(to_json(rows), ensure_ascii=False, indent=2))
+        text = json.dumps(to_json(rows) + [{"system": system, "policy_error": msg, "overdue": True}
+                                           for system, msg in broken.items()], ensure_ascii=False, indent=2) + "\n"
     elif fmt == "prometheus":
-        click.echo(to_prometheus(rows) + anchors_prometheus(anchors), nl=False)
+        lines = ["# HELP backupkit_policy_error 1 for each policy file that does not load (its system is not backed up).",
+                 "# TYPE backupkit_policy_error gauge"]
+        lines += [f'backupkit_policy_error{{system="{system}"}} 1' for system in broken]
+        lines += ["# HELP backupkit_status_generated_timestamp_seconds When this status was computed: alert when stale.",
+                  "# TYPE backupkit_status_generated_timestamp_seconds gauge",
+                  f"backupkit_status_generated_timestamp_seconds {_time.time():.0f}"]
+        text = to_prometheus(rows) + anchors_prometheus(anchors) + "\n".join(lines) + "\n"
     else:
+        text = None
         print_status(rows)
         for a in anchors:
             click.echo(f"ledger vs {a.where}: {a.status}: {a.detail}")
+    if text is not None:
+        if out:
+            write_atomic(out, text)
+        else:
+            click.echo(text, nl=False)
+    for system, msg in broken.items():
+        click.echo(f"backupkit: {msg} (system {system} is not backed up until this is fixed)", err=True)
     for r in rows:
         if r.overdue:
             _alert(ctx, "overdue", r.system, "; ".join(r.problems))
@@ -405,9 +480,26 @@ def status(obj, fmt):
     for a in rolled:
         click.echo(f"backupkit: ledger rolled back: {a.detail}", err=True)
         _alert(ctx, "ledger rolled back", "*", a.detail)
+    # the most serious first: proof broken (3), then a system not protected at all (2), then overdue (4)
     if rolled or any(r.integrity_failed for r in rows):
         sys.exit(EXIT_VERIFY)
-    sys.exit(EXIT_OVERDUE if any(r.overdue for r in rows) else 0)
+    sys.exit(EXIT_USAGE if broken else EXIT_OVERDUE if any(r.overdue for r in rows) else 0)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and one rename."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the textfile collector runs as another user
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot write it ({e.strerror}); check the directory exists and is writable") from None
 
 
 @cli.group()
@@ -469,6 +561,13 @@ def ledger_head(obj):
 def ledger_annotate(obj, system, text, kind, subject):
     """Append a signed note: a review of a drill, a corrective action, a staff handover."""
     ctx = _context(obj)
+    if system != "*":
+        ctx.policy(system)  # an unknown system is exit 2, never a note about nothing
+    if subject and not any(r.subject == subject for r in ctx.ledger.records(policy=None if system == "*" else system)):
+        raise ConfigError(f"--subject {subject!r}: no ledger record of {system} has that subject (a drill ID, backup ID "
+                          "or target); see 'backupkit list' or the drill output")
+    if kind == "review" and not subject:
+        raise ConfigError("--kind review needs --subject DRILL_ID: the drill being reviewed")
     rec = ctx.ledger.append(ctx.signer, kind=kind, policy=system, subject=subject or system,
                             body={"text": text, "operator": ctx.operator})
     click.echo(f"recorded {kind} as ledger record {rec.seq}")

@@ -16,7 +16,7 @@ from .config import Config, load_config
 from .errors import ConfigError
 from .keys import Identity, Recipient, Signer, load_identities, load_recipients, load_signer
 from .ledger import Ledger
-from .policy import Policy, load_policies
+from .policy import Policy, load_policies_isolated
 from .repository import Repository
 
 
@@ -34,6 +34,7 @@ def operator_info() -> dict:
 class Context:
     config: Config
     tool: str = f"backupkit {__version__}"
+    readonly: bool = False  # a read-only command: open the ledger without write access
     _ledger: Ledger | None = field(default=None, repr=False)
 
     @classmethod
@@ -41,10 +42,39 @@ class Context:
         return cls(load_config(config_file))
 
     @cached_property
+    def _loaded(self) -> tuple[dict[str, Policy], dict[str, ConfigError]]:
+        policies, broken = load_policies_isolated(self.config.policies)
+        self.disabled = {s: p for s, p in policies.items() if not p.enabled}
+        policies = {s: p for s, p in policies.items() if p.enabled}
+        for system, p in list(policies.items()):  # found at load time, not after tonight's dump
+            unknown = [t for t in p.targets if t not in self.config.targets]
+            if unknown:
+                known = ", ".join(sorted(self.config.targets)) or "none"
+                broken[system] = ConfigError(f"{p.file}: field 'targets': target {unknown[0]!r} is not defined in "
+                                             f"{self.config.file} (defined: {known}); define it there or fix the name")
+                del policies[system]
+        return policies, broken
+
+    @property
     def policies(self) -> dict[str, Policy]:
-        return load_policies(self.config.policies)
+        """The valid policies; a broken one is in ``policy_errors`` and never stops the others."""
+        return self._loaded[0]
+
+    @property
+    def policy_errors(self) -> dict[str, ConfigError]:
+        return self._loaded[1]
+
+    @property
+    def disabled_policies(self) -> dict[str, Policy]:
+        self._loaded
+        return self.disabled
 
     def policy(self, system: str) -> Policy:
+        if system in self.policy_errors:
+            raise self.policy_errors[system]
+        if system in self.disabled_policies:
+            raise ConfigError(f"{self.disabled_policies[system].file}: system {system} is disabled ('enabled: false'); "
+                              "fill in its source and set 'enabled: true'")
         try:
             return self.policies[system]
         except KeyError:
@@ -52,8 +82,9 @@ class Context:
             raise ConfigError(f"no policy for system {system!r} in {self.config.policies} (known: {known})") from None
 
     def select(self, systems: tuple[str, ...] | list[str], all_: bool = False) -> list[Policy]:
+        """The named policies, or every valid one (broken ones are reported by the caller: policy_errors)."""
         if all_ or not systems:
-            if not self.policies:
+            if not self.policies and not self.policy_errors and not self.disabled_policies:
                 raise ConfigError(f"no policies found in {self.config.policies}; add <system>.yaml files")
             return list(self.policies.values())
         return [self.policy(s) for s in systems]
@@ -77,7 +108,7 @@ class Context:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger(Path(self.config.ledger))
+            self._ledger = Ledger(Path(self.config.ledger), readonly=self.readonly)
         return self._ledger
 
     @cached_property

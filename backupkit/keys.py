@@ -4,7 +4,8 @@ manifests and ledger records.
 
 A key ID is the first 16 hex characters of SHA-256 over the public key: the
 ``age1...`` recipient string for age keys, the raw 32-byte public key for
-Ed25519. Private key files must not be readable by group or others.
+Ed25519. The Ed25519 key's full SHA-256 (64 hex, ``fingerprint``) is what an
+assessor pins when verifying evidence: 64 bits of key ID are not enough. Private key files must not be readable by group or others.
 """
 
 from __future__ import annotations
@@ -26,6 +27,25 @@ from .errors import ConfigError, VerificationFailed
 def key_id(public: bytes | str) -> str:
     data = public.encode("ascii") if isinstance(public, str) else public
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def fingerprint(pub: "Ed25519PublicKey") -> str:
+    """The full SHA-256 (64 hex) over the raw 32-byte Ed25519 public key; the key ID is its first 16 hex."""
+    return hashlib.sha256(public_raw(pub)).hexdigest()
+
+
+def fingerprint_groups(fp: str) -> str:
+    """``ab12 cd34 …``: 16 groups of 4 hex, for reading aloud and comparing on paper."""
+    return " ".join(fp[i:i + 4] for i in range(0, len(fp), 4))
+
+
+def parse_fingerprint(text: str, origin: str = "--fingerprint") -> str:
+    """Accept a fingerprint with spaces, colons or a ``SHA256:`` prefix; exactly 64 hex digits."""
+    t = text.strip().lower().removeprefix("sha256:").replace(" ", "").replace(":", "").replace("-", "")
+    if len(t) != 64 or any(c not in "0123456789abcdef" for c in t):
+        raise ConfigError(f"option {origin}: expected the 64-hex-digit SHA-256 key fingerprint "
+                          "(from 'backupkit keys show' or the key registration form)")
+    return t
 
 
 def check_private_mode(path: Path, what: str) -> None:

@@ -120,9 +120,22 @@ def check_chain(records: Iterable[Record], public: Ed25519PublicKey, *, first_pr
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
         try:
+            if readonly:  # status, list, verify of the chain: no write access needed to the ledger or its directory
+                if not path.exists():  # nothing recorded yet: an empty ledger
+                    self.db = sqlite3.connect(":memory:", isolation_level=None)
+                    self.db.executescript(SCHEMA)
+                    return
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+                try:
+                    self.db.execute("SELECT 1 FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:  # WAL without a writable -shm: read the checkpointed file as is
+                    self.db.close()
+                    self.db = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -131,7 +144,11 @@ class Ledger:
             if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='records'").fetchone():
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"ledger {path}: cannot open ({e}); check 'ledger:' in the config") from None
+            hint = ("; backupkit needs write access to it and its directory (run as the backupkit user)"
+                    if "readonly" in str(e) or "unable to open" in str(e) else "; check 'ledger:' in the config")
+            raise ConfigError(f"ledger {path}: cannot open ({e}){hint}") from None
+        except PermissionError as e:
+            raise ConfigError(f"ledger {path}: permission denied ({e.filename}); run as the backupkit user") from None
 
     def close(self) -> None:
         self.db.close()
@@ -144,6 +161,8 @@ class Ledger:
 
     def append(self, signer: Signer, *, kind: str, policy: str, subject: str, body: dict[str, Any]) -> Record:
         """Append one signed record, atomically with respect to other writers."""
+        if self.readonly:
+            raise ValueError("this ledger was opened read-only")
         if kind not in KINDS:
             raise ValueError(f"unknown ledger record kind {kind!r}")
         body = json.loads(canonical(body))  # normalise (tuples, etc.) so what is stored is what is hashed

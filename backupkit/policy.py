@@ -102,6 +102,7 @@ class DrillSpec(_Strict):
     every: Duration = timedelta(days=30)
     scratch: ScratchSpec = ScratchSpec()
     fingerprint: Literal["rows", "full"] = "full"
+    amcheck: bool = True  # false: drill without index checks (PostgreSQL), recorded as a deviation
     assertions: list[Assertion] = Field(default_factory=list)
 
 
@@ -117,6 +118,7 @@ class Policy(_Strict):
     targets: list[str] = Field(default_factory=list)
     drill: DrillSpec = DrillSpec()
     controls: list[str] = Field(default_factory=list)
+    enabled: bool = True  # false: an example or a system being set up; every command skips it with a warning
 
     # Set by the loader, not by the YAML.
     file: Path | None = Field(None, exclude=True)
@@ -189,13 +191,38 @@ def load_policy(file: Path) -> Policy:
 
 
 def load_policies(directory: Path) -> dict[str, Policy]:
-    """Load every ``*.yaml`` in ``directory``; system ids must be unique."""
+    """Load every ``*.yaml`` in ``directory``; raise the first policy's error."""
+    policies, broken = load_policies_isolated(directory)
+    if broken:
+        raise next(iter(broken.values()))
+    return policies
+
+
+def _claimed_system(file: Path) -> str:
+    """The system a (possibly broken) policy file is about: its ``system`` field if readable, else the file stem."""
+    try:
+        data = yaml.safe_load(file.read_bytes())
+    except (OSError, yaml.YAMLError):
+        data = None
+    system = data.get("system") if isinstance(data, dict) else None
+    return system if isinstance(system, str) and system else file.stem
+
+
+def load_policies_isolated(directory: Path) -> tuple[dict[str, Policy], dict[str, ConfigError]]:
+    """Load every ``*.yaml`` in ``directory``: (the valid policies by system, each broken one's error by the
+    system it claims). One broken policy never stops the others; system ids must be unique."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: policies directory not found; set 'policies:' in the config")
     out: dict[str, Policy] = {}
+    broken: dict[str, ConfigError] = {}
     for f in sorted(directory.glob("*.y*ml")):
-        p = load_policy(f)
+        try:
+            p = load_policy(f)
+        except ConfigError as e:
+            broken[_claimed_system(f)] = e
+            continue
         if p.system in out:
-            raise ConfigError(f"{f}: system {p.system!r} is already defined in {out[p.system].file}")
+            broken[p.system] = ConfigError(f"{f}: system {p.system!r} is already defined in {out[p.system].file}")
+            continue
         out[p.system] = p
-    return out
+    return out, broken

@@ -24,7 +24,11 @@ def task(description: str, total: int | None = None) -> Iterator[Callable[[int],
     from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, \
         TransferSpeedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeElapsedColumn(), transient=True, console=None) as p:
+    # with a known total: a bar with done/total; without one (a dump's size is unknown): a spinner with what
+    # has passed so far and the elapsed time, never "0/? bytes ?"
+    columns = ([BarColumn(), DownloadColumn(), TransferSpeedColumn()] if total else
+               [TextColumn("{task.completed:,.0f} bytes so far")])
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *columns, TimeElapsedColumn(),
+                  transient=True, console=None) as p:
         t = p.add_task(description, total=total)
         yield lambda n: p.advance(t, n)

@@ -42,19 +42,41 @@ def print_drill(rec: dict) -> None:
         c.print(f"teardown: {json.dumps(rec['teardown'], ensure_ascii=False)}")
 
 
+def human_bytes(n: int | float | None) -> str:
+    """1.2 GB, 640.0 MB, 93.9 kB, 512 B (decimal units, as disks are sold)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def print_backups(ctx, policies) -> None:
-    c = _console()
-    t = Table("system", "backup", "artifact bytes", "tables", "offsite copies")
+    """Backups in ledger order with their encrypted size and copies; IDs are never cut (they are copied into
+    commands), so this is one plain line per backup, never a table that truncates."""
+    from .provenance import ledger_history
+
     for p in policies:
-        copies: dict[str, list[str]] = {}
-        for r in ctx.ledger.records(kind="copy", policy=p.system):
-            if r.body.get("status") == "ok":
-                copies.setdefault(r.subject, []).append(r.body["target"])
-        for ref in ctx.repository.backups(p.system):
-            m = json.loads(ref.manifest_path.read_bytes())
-            t.add_row(p.system, ref.backup_id, f"{m['artifact_bytes']:,}", str(len(m["fingerprints"])),
-                      ", ".join(sorted(set(copies.get(ref.backup_id, [])))) or "-")
-    c.print(t)
+        hist = ledger_history(ctx.ledger, p.system)
+        refs, warnings = ctx.repository.scan(p.system)
+        for bid in hist.ordered(refs):
+            b = hist.committed[bid].body
+            copies = sorted(t for t, ids in hist.copied.items() if bid in ids and bid not in hist.removed.get(t, set()))
+            flags = [f"held: {hist.holds[bid]}"] if bid in hist.holds else []
+            flags += ["recovered after a crash"] if b.get("recovered") else []
+            drill = hist.last_drill.get(bid)
+            click_line = (f"{p.system}  {bid}  {human_bytes(b.get('artifact_bytes'))} encrypted  "
+                          f"{b.get('tables', '?')} tables  offsite: {', '.join(copies) or 'none'}  "
+                          f"drill: {drill.body.get('verdict') if drill else 'never'}"
+                          + (f"  ({'; '.join(flags)})" if flags else ""))
+            print(click_line)
+        for bid in sorted(set(refs) - set(hist.committed)):
+            print(f"{p.system}  {bid}  NOT RECORDED in the ledger: no reader accepts it; "
+                  f"'backupkit backup {p.system}' reconciles it")
+        for w in warnings:
+            print(f"warning: {w}")
 
 
 def print_status(rows) -> None:

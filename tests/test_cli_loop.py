@@ -48,7 +48,8 @@ def test_backup_verify_drill_status_evidence(workspace):
     assert "chained and signed" in workspace.ok("evidence", "verify", str(out)).out
     controls = json.loads((out / "controls.json").read_text())
     mlps = next(f for f in controls if f["framework"] == "mlps2-l3")
-    assert all(c["met"] for c in mlps["controls"])
+    # nothing fails outright; 8.1.4.9 b is partial (batch copies are not real-time) and c is not applicable
+    assert all(c["verdict"] != "non_conformant" for c in mlps["controls"]), mlps["controls"]
     assert "ledger" in workspace.ok("ledger", "verify").out
 
 

@@ -165,7 +165,8 @@ def test_head_line_round_trip_and_forgery(tmp_path):
     line = head_line(7, "a" * 64, "2026-11-27T00:00:00+00:00", signer)
     head = parse_head(line + "\n", signer.public, "x")
     assert (head.seq, head.hash, head.key_id) == (7, "a" * 64, signer.id)
-    for forged in (line.replace("seq=7", "seq=8"), line.replace("a" * 64, "b" * 64), line[:-1] + "0",
+    flipped = line[:-1] + ("1" if line[-1] == "0" else "0")
+    for forged in (line.replace("seq=7", "seq=8"), line.replace("a" * 64, "b" * 64), flipped,
                    line.replace("backupkit-ledger-head 1", "backupkit-ledger-head 2"), "", "junk"):
         with pytest.raises(VerificationFailed):
             parse_head(forged, signer.public, "x")

@@ -19,6 +19,7 @@ from backupkit.artifact import DirectorySink
 from backupkit.engines.pg_cluster import process_running, process_uid
 from backupkit.engines.postgres import PostgresEngine
 from backupkit.errors import ConfigError, JobFailed
+from backupkit.verdict import compare_fingerprints
 
 from fixtures.postgres import ADMIN_DSN, make_policy, open_source, pg_dsn, pg_exec, pg_scalar
 
@@ -59,6 +60,19 @@ def dump(engine, policy, directory: Path, age, sink_cls=DirectorySink):
     return engine.dump(policy=policy, sink=sink), sink
 
 
+def restore(engine, policy, scratch, sink, age, result):
+    """Restore as drill and restore do: with the manifest's fingerprints and details at hand."""
+    scratch.manifest = {"fingerprints": result.fingerprints, "details": result.details}
+    engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age))
+
+
+TABLES = {"public.patients", "public.events", "lab.results", "public.empty_table", "public.devices"}
+
+
+def tables(fp: dict) -> dict:
+    return {k: v for k, v in fp.items() if v.get("kind") == "table"}
+
+
 def assert_torn_down(scratch):
     proof = scratch.teardown_proof
     assert proof["datadir_exists"] is False
@@ -82,21 +96,28 @@ def test_round_trip_full_all_types_and_tamper_detection(pg_source_db, age_keys, 
     assert c["time"].endswith("+00:00")
     assert [s.name for s in sink.streams] == ["globals", "data"]
     fp = result.fingerprints
-    assert set(fp) == {"public.patients", "public.events", "lab.results", "public.empty_table", "public.devices"}
+    assert set(tables(fp)) == TABLES
+    assert set(fp) - TABLES == {"sequence lab.results_id_seq", "large objects", "schema", "database"}
+    assert result.details["fingerprint_format"] == 2 and result.details["fingerprint_keys"] == "quoted"
+    assert result.details["sequences_from"] == "archive"
     assert fp["public.events"]["rows"] == 5 and fp["lab.results"]["rows"] == 2000
-    assert fp["public.empty_table"] == {"rows": 0, "hash": "0" * 32, "method": "record"}
-    assert all(len(v["hash"]) == 32 for v in fp.values())
-    assert {k: v["method"] for k, v in fp.items()} == {
-        "public.patients": "record", "public.events": "record", "lab.results": "record",
-        "public.empty_table": "record", "public.devices": "text"}
+    assert fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": "0" * 32, "method": "columns",
+                                        "binary": ["id"], "text": []}
+    assert fp["sequence lab.results_id_seq"] == {"kind": "sequence", "last_value": 2000, "is_called": True}
+    assert all(len(v["hash"]) == 32 for v in tables(fp).values())
+    # binary hash only where it is content-exact and OID-free; numeric, float, interval, jsonb, arrays by text
+    assert fp["public.patients"]["binary"] == ["id", "name", "note", "photo", "admitted", "born", "active", "uid"]
+    assert fp["public.patients"]["text"] == ["record", "tags", "scores", "balance", "weight", "stay"]
+    assert fp["public.devices"]["text"] == ["config", "loc"] and fp["lab.results"]["text"] == ["value"]
 
     with engine.scratch(policy=policy, workdir=tmp_path / "drill") as scratch:
         assert scratch.kind == "ephemeral"
-        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
-        # the method recorded in the manifest is honoured: forcing text gives a different, text-method hash
-        forced = engine.fingerprints(scratch=scratch, mode="full", like={"lab.results": {"method": "text"}})
-        assert forced["lab.results"]["method"] == "text" and forced["lab.results"]["hash"] != fp["lab.results"]["hash"]
+        # the column split recorded in the manifest is honoured: another split gives another hash
+        other = {**fp, "lab.results": {**fp["lab.results"], "binary": ["id", "patient_id"], "text": ["value", "unit"]}}
+        forced = engine.fingerprints(scratch=scratch, mode="full", like=other)
+        assert forced["lab.results"]["text"] == ["value", "unit"] and forced["lab.results"]["hash"] != fp["lab.results"]["hash"]
         assert forced["lab.results"]["rows"] == fp["lab.results"]["rows"]
         checks = engine.integrity_check(scratch=scratch)
         assert [(ch.name, ch.status) for ch in checks] == [("amcheck", "passed")]
@@ -130,7 +151,7 @@ def test_duplicate_rows_are_not_cancelled_by_the_hash(pg_source_db, age_keys, du
     policy = make_policy(pg_source_db)
     result, sink = dump(engine, policy, dump_dir(), age_keys)
     with engine.scratch(policy=policy, workdir=tmp_path / "d") as scratch:
-        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="full") == result.fingerprints
         with scratch_conn(scratch) as conn:
             conn.execute("UPDATE t SET v = 'a' WHERE v = 'b'")
@@ -144,10 +165,10 @@ def test_rows_mode_counts_only(pg_source_db, age_keys, dump_dir, tmp_path):
     engine = PostgresEngine()
     policy = make_policy(pg_source_db, drill={"fingerprint": "rows"})
     result, sink = dump(engine, policy, dump_dir(), age_keys)
-    assert result.fingerprints["lab.results"] == {"rows": 2000, "hash": None}
-    assert all(v["hash"] is None for v in result.fingerprints.values())
+    assert result.fingerprints["lab.results"] == {"kind": "table", "rows": 2000, "hash": None}
+    assert all(v["hash"] is None for v in tables(result.fingerprints).values())
     with engine.scratch(policy=policy, workdir=tmp_path / "d") as scratch:
-        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="rows") == result.fingerprints
         with scratch_conn(scratch) as conn:
             conn.execute("DELETE FROM lab.results WHERE id = 1")
@@ -193,8 +214,9 @@ def test_concurrent_inserts_during_dump_are_consistent(pg_source_db, age_keys, d
     fp = result.fingerprints
     assert fp["public.orders"]["rows"] - 50000 == fp["public.audit"]["rows"]  # same snapshot for both tables
     assert pg_scalar(pg_source_db, "SELECT count(*) FROM orders") > fp["public.orders"]["rows"]  # writes went on
+    assert fp["sequence public.orders_id_seq"]["last_value"] >= fp["public.orders"]["rows"]
     with engine.scratch(policy=policy, workdir=tmp_path / "d") as scratch:
-        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
 
 
@@ -343,9 +365,14 @@ def test_database_scratch_round_trip_and_drop(pg_source_db, age_keys, dump_dir, 
     result, sink = dump(engine, policy, dump_dir(), age_keys)
     with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
         name = scratch.info["database"]
-        assert name.startswith("backupkit_drill_his_") and name in _drill_databases()
-        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
-        assert engine.fingerprints(scratch=scratch, mode="full") == result.fingerprints
+        assert name.startswith("backupkit_drill_his_")
+        restore(engine, policy, scratch, sink, age_keys, result)  # creates it with the recorded locale
+        assert name in _drill_databases()
+        actual = engine.fingerprints(scratch=scratch, mode="full", like=result.fingerprints)
+        checks = compare_fingerprints(result.fingerprints, actual)
+        assert [c for c in checks if c["status"] != "passed"] == []
+        # restored with --no-owner --no-privileges: owners and grants are said to be not compared
+        assert "not compared: owners and grants" in next(c for c in checks if c["name"] == "fingerprint schema")["detail"]
     assert scratch.teardown_proof == {"server": "127.0.0.1:5432", "database": name, "database_exists": False}
     assert name not in _drill_databases()
 
@@ -414,7 +441,7 @@ def test_restore_target_refuses_source_and_restores_into_empty_db(pg_source_db, 
     with engine.restore_target(policy=policy, dsn=pg_dsn(target_db)) as target:
         assert target.kind == "target"
         assert engine.is_empty(scratch=target)
-        engine.restore(policy=policy, scratch=target, source=open_source(sink, age_keys))
+        restore(engine, policy, target, sink, age_keys, result)
         assert not engine.is_empty(scratch=target)
         assert engine.fingerprints(scratch=target, mode="full") == result.fingerprints
     assert target.teardown_proof == {}

@@ -36,4 +36,4 @@ def test_failed_backup_is_retried_later_not_every_tick(workspace):
 
 def test_crontab_lines(workspace):
     r = workspace.ok("schedule", "crontab")
-    assert f"0 2 * * *  backupkit --config {workspace.config} backup demo-lis --trigger cron" in r.out
+    assert f"0 2 * * *  backupkit --config {workspace.config} --quiet backup demo-lis --trigger cron" in r.out

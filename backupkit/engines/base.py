@@ -103,6 +103,7 @@ class Scratch:
     teardown_proof: dict[str, Any] = field(default_factory=dict)
     handle: Any = None  # engine-private: connection parameters, process, path
     replace_existing: bool = False  # restore --force: drop and replace objects the destination already has
+    manifest: dict[str, Any] | None = None  # the signed manifest being restored (set by drill/restore before restore())
 
 
 class RestoreTargetMixin:

@@ -1,25 +1,37 @@
-"""Per-table fingerprints of a PostgreSQL database, computed in SQL.
+"""Fingerprints of a PostgreSQL database, computed in SQL (docs/format.md, "Fingerprints").
 
-A fingerprint is ``{"rows": n, "hash": hex | None}`` per ``schema.table``. The
-same function runs on the source (inside the dump's snapshot) and on the
+The same functions run on the source (inside the dump's snapshot) and on the
 scratch copy after the restore; equal values prove the restore is complete.
 
-``full`` mode hashes every row with two independently seeded 64-bit hashes
-and *sums* them as exact numerics. A sum is order independent, yet unlike XOR
-it counts duplicate rows: deleting one of two identical rows in a table without
-a primary key changes the sum (and the count). The 128-bit result is rendered
-as 32 hex digits. Two methods, recorded per table as ``method``:
+Format 2 (``details.fingerprint_format = 2``, written by this version) covers
+every relation whose contents a restore must bring back, keyed by quoted
+identifiers (``format('%I.%I', schema, name)``, so ``a."b.c"`` and ``"a.b".c``
+never share an entry):
 
-- ``record`` (PostgreSQL 14+): ``hash_record_extended(t, seed)``, which hashes
-  each column with its type's extended hash function, the functions hash
-  partitioning relies on and therefore stable across versions. No text
-  conversion: 2.2x faster than ``text`` on 3.6 M rows (0.9 s vs 2.0 s).
-- ``text``: ``hashtextextended(ROW(t.*)::text, seed)`` over each row's text form,
-  with the session settings pinned by pg_conn.PINNED_SETTINGS. Used for tables
-  with a column type that has no hash function (json, point, xml...) and on
-  servers before 14.
+- ordinary tables (``FROM ONLY``) and partitioned tables at their root (the
+  whole logical table; leaf row counts are recorded under ``info`` and never
+  compared, because pg_dump reloads a partitioned table through its root and
+  a hash partition may route rows to another leaf);
+- materialized views: the populated flag and, when populated, the content the
+  restore's ``REFRESH`` must produce (the definition evaluated in the dump's
+  snapshot);
+- ``sequence <key>``: ``last_value`` and ``is_called`` as pg_dump wrote them;
+- ``large objects``: count and, in ``full`` mode, per-object SHA-256 hashes
+  summed order-independently;
+- ``schema`` and ``database`` (pg_schema.py).
 
-The drill recomputes each table with the method the manifest recorded.
+``full`` mode hashes every row with two seeded 64-bit hashes and sums them as
+exact numerics modulo 2^64 (order independent, yet duplicate rows count). Each
+column is hashed by content: columns whose type's binary hash is content-exact
+and OID-free (``BINARY_TYPES``) go through ``hash_record_extended``; every
+other column (numeric, float, interval, json/jsonb, enums, reg* types, arrays,
+citext, text under a nondeterministic collation...) through its text output,
+so ``1.50`` and ``1.5`` differ. The split is recorded per table and the drill
+recomputes with the recorded split.
+
+Format 1 (manifests without ``kind`` in their entries) is recomputed by the
+``legacy_*`` functions exactly as it was written: unquoted ``schema.table``
+keys, ordinary tables only, ``record`` or ``text`` method per table.
 """
 
 from __future__ import annotations
@@ -38,11 +50,296 @@ from ..errors import JobFailed
 logger = logging.getLogger(__name__)
 
 MODES = ("rows", "full")
+FORMAT = 2
+KEY_FORMAT = "quoted"  # format('%I.%I', nspname, relname)
+LARGE_OBJECTS_KEY = "large objects"
 
-# Ordinary tables (and partitions) in user schemas; partitioned parents hold no
-# rows of their own, views and foreign tables are not dumped as data, and tables
-# that belong to an extension are recreated by CREATE EXTENSION.
-TABLES_SQL = """
+# Session settings of every fingerprint session, on top of pg_conn.PINNED_SETTINGS.
+# row_security=off makes a query that RLS would filter fail instead of silently
+# counting fewer rows; search_path=pg_catalog makes reg* text output and catalog
+# deparsing schema-qualified on both sides.
+FINGERPRINT_SETTINGS = {"row_security": "off", "search_path": "pg_catalog"}
+
+# Built-in types (fixed OIDs) whose extended hash function is a function of the
+# exact value and nothing else: equal hash <=> equal text output. text-like types
+# qualify only under a deterministic collation; bpchar only with a length (always
+# padded). Everything else is hashed through its text output.
+BINARY_TYPES = {
+    16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2", 23: "int4", 25: "text", 26: "oid",
+    1042: "bpchar", 1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
+    2950: "uuid",
+}
+COLLATABLE = {25, 1042, 1043}
+RECORD_MIN_VERSION = 140000
+
+RELATIONS_SQL = """
+SELECT c.oid, n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), c.relkind, c.relispopulated
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'm', 'S')
+   AND NOT c.relispartition
+   AND c.relpersistence <> 't'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 4
+"""
+
+COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod,
+       coalesce((SELECT co.collisdeterministic FROM pg_collation co WHERE co.oid = a.attcollation), true)
+  FROM pg_attribute a
+ WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attrelid, a.attnum
+"""
+COLUMNS_SQL_PRE12 = COLUMNS_SQL.replace("co.collisdeterministic", "true")
+
+DOMAINS_SQL = "SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'"
+
+LEAVES_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname
+  FROM pg_partition_tree(%s::oid::regclass) p
+  JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE p.isleaf ORDER BY 1
+"""
+
+LO_SQL = {
+    "rows": "SELECT count(*), NULL, NULL FROM pg_largeobject_metadata",
+    "full": """
+SELECT count(*),
+       coalesce(sum(hashtextextended(l.oid::text || ':' || encode(sha256(lo_get(l.oid)), 'hex'), 0)), 0),
+       coalesce(sum(hashtextextended(l.oid::text || ':' || encode(sha256(lo_get(l.oid)), 'hex'), 1)), 0)
+  FROM pg_largeobject_metadata l""",
+}
+
+
+def render_hash(s1: int, s2: int) -> str:
+    """Given the two exact sums, return them modulo 2**64 as 32 hex digits."""
+    return f"{int(s1) % (1 << 64):016x}{int(s2) % (1 << 64):016x}"
+
+
+def set_fingerprint_session(conn: psycopg.Connection) -> None:
+    """Apply FINGERPRINT_SETTINGS for the rest of the session (or the current transaction's
+    remainder plus the session, when called outside a transaction block)."""
+    for name, value in FINGERPRINT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def column_plan(columns: list[tuple[str, int, int, bool]], domains: dict[int, int], *,
+                binary_allowed: bool = True) -> dict[str, list[str]]:
+    """Given a relation's columns as (name, type oid, typmod, collation deterministic) in attnum
+    order and the domain -> base type map, return {"binary": [...], "text": [...]}: which columns
+    are hashed by their type's binary hash (content-exact, OID-free) and which by text output."""
+    plan: dict[str, list[str]] = {"binary": [], "text": []}
+    for name, typ, typmod, deterministic in columns:
+        base, seen = typ, 0
+        while base in domains and seen < 32:  # domains over domains
+            base, seen = domains[base], seen + 1
+        ok = binary_allowed and base in BINARY_TYPES
+        if ok and base in COLLATABLE and not deterministic:
+            ok = False  # a case-insensitive collation hashes 'A' and 'a' alike
+        if ok and base == 1042 and (base != typ or typmod < 0):
+            ok = False  # unbounded bpchar ignores trailing blanks when hashing
+        plan["binary" if ok else "text"].append(name)
+    return plan
+
+
+def row_hash_sql(plan: dict[str, list[str]], seed: int) -> sql.Composable:
+    """The per-row hash with ``seed`` (0 or 1) for a column plan, over the alias ``t``:
+    hashtextextended(ROW(text columns)::text, hash_record_extended(ROW(binary columns), seed))."""
+    cols = lambda names: sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in names)  # noqa: E731
+    inner: sql.Composable = sql.Literal(seed)
+    if plan["binary"]:
+        inner = sql.SQL("hash_record_extended(ROW({}), {})").format(cols(plan["binary"]), sql.Literal(seed))
+    if plan["text"] or not plan["binary"]:
+        return sql.SQL("hashtextextended(ROW({})::text, {})").format(cols(plan["text"]), inner)
+    return inner
+
+
+def content_sql(source: sql.Composable, plan: dict[str, list[str]], mode: str) -> sql.Composable:
+    """SELECT count(*), sum(h0), sum(h1) over ``source`` (a FROM item aliased ``t``)."""
+    if mode == "rows":
+        return sql.SQL("SELECT count(*), NULL, NULL FROM {}").format(source)
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0), coalesce(sum({}), 0) FROM {}").format(
+        row_hash_sql(plan, 0), row_hash_sql(plan, 1), source)
+
+
+def _run(conn: psycopg.Connection, query, params=None, *, what: str):
+    """Execute one fingerprint query; an RLS or privilege failure becomes a one-line JobFailed."""
+    try:
+        return conn.execute(query, params).fetchall()
+    except psycopg.errors.InsufficientPrivilege as e:
+        user = _user(conn)
+        msg = " ".join(str(e).split())
+        if "row-level security" in msg:
+            raise JobFailed(f"{what}: row-level security would hide rows from role {user} ({msg}); fingerprint as a "
+                            "superuser or a role with BYPASSRLS (ALTER ROLE ... BYPASSRLS)") from None
+        raise JobFailed(f"{what}: role {user} cannot read it ({msg}); grant SELECT on it or use a role that can "
+                        "read every table, sequence and large object") from None
+
+
+def _user(conn: psycopg.Connection) -> str:
+    try:
+        return conn.execute("SELECT current_user").fetchone()[0]
+    except psycopg.Error:
+        return "(unknown)"
+
+
+class Catalog:
+    """The relations and column plans of one database, read once per fingerprint run."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.relations = [dict(zip(("oid", "schema", "name", "key", "relkind", "populated"), r))
+                          for r in conn.execute(RELATIONS_SQL).fetchall()]
+        self.binary_allowed = conn.info.server_version >= RECORD_MIN_VERSION
+        oids = [r["oid"] for r in self.relations if r["relkind"] != "S"]
+        cols_sql = COLUMNS_SQL if conn.info.server_version >= 120000 else COLUMNS_SQL_PRE12
+        self.columns: dict[int, list[tuple]] = {}
+        for rel, name, typ, typmod, det in conn.execute(cols_sql, (oids,)).fetchall():
+            self.columns.setdefault(rel, []).append((name, typ, typmod, det))
+        self.domains = dict(conn.execute(DOMAINS_SQL).fetchall())
+
+    def plan(self, rel: dict) -> dict[str, list[str]]:
+        return column_plan(self.columns.get(rel["oid"], []), self.domains, binary_allowed=self.binary_allowed)
+
+
+def _kind(relkind: str) -> str:
+    return {"r": "table", "p": "partitioned table", "m": "materialized view", "S": "sequence"}[relkind]
+
+
+def entry_key(rel: dict) -> str:
+    return f"sequence {rel['key']}" if rel["relkind"] == "S" else (
+        f"materialized view {rel['key']}" if rel["relkind"] == "m" else rel["key"])
+
+
+def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode: str, *, side: str,
+                         like: dict | None = None, sequences: dict | None = None) -> dict[str, Any]:
+    """Fingerprint one relation. ``side`` is "source" (in the dump's snapshot: a materialized view
+    is fingerprinted as what its definition yields) or "restored"; ``like`` is the manifest entry,
+    whose column plan the restored side reuses; ``sequences`` are values read from the archive."""
+    kind = _kind(rel["relkind"])
+    ident = sql.Identifier(rel["schema"], rel["name"])
+    what = f"{kind} {rel['key']}"
+    if kind == "sequence":
+        if sequences is not None and rel["key"] in sequences:
+            last, called = sequences[rel["key"]]
+        else:
+            ((last, called),) = _run(conn, sql.SQL("SELECT last_value, is_called FROM {}").format(ident), what=what)
+        return {"kind": kind, "last_value": int(last), "is_called": bool(called)}
+    plan = {"binary": list((like or {}).get("binary", [])), "text": list((like or {}).get("text", []))} \
+        if like and "binary" in like else cat.plan(rel)
+    if plan["binary"] and not cat.binary_allowed:
+        raise JobFailed(f"{what} was fingerprinted with hash_record_extended at backup time, which this server "
+                        f"(version {conn.info.server_version}) cannot compute; drill into PostgreSQL 14 or newer")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "materialized view":
+        out["populated"] = bool(rel["populated"])
+        if not rel["populated"]:
+            out.update(rows=None, hash=None)
+            return out
+        if side == "source":
+            ((definition,),) = _run(conn, "SELECT pg_get_viewdef(%s::oid)", (rel["oid"],), what=what)
+            aliases = sql.SQL(", ").join(sql.Identifier(c[0]) for c in cat.columns.get(rel["oid"], []))
+            source = sql.SQL("({}) AS t({})").format(sql.SQL(definition.strip().rstrip(";")), aliases)
+        else:
+            source = sql.SQL("{} AS t").format(ident)
+    elif kind == "partitioned table":
+        source = sql.SQL("{} AS t").format(ident)
+    else:
+        source = sql.SQL("ONLY {} AS t").format(ident)
+    ((n, s1, s2),) = _run(conn, content_sql(source, plan, mode), what=what)
+    out["rows"] = int(n)
+    out["hash"] = render_hash(s1, s2) if mode == "full" else None
+    if mode == "full":
+        out["method"] = "columns"
+        out.update(plan)
+    if kind == "partitioned table":
+        leaves = {}
+        for key, schema, name in _run(conn, LEAVES_SQL, (rel["oid"],), what=what):
+            ((cnt,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name)),
+                             what=f"partition {key}")
+            leaves[key] = int(cnt)
+        out["info"] = {"leaf_rows": leaves}  # information only: never compared
+    return out
+
+
+def large_objects(conn: psycopg.Connection, mode: str) -> dict[str, Any]:
+    ((n, s1, s2),) = _run(conn, LO_SQL[mode], what="large objects")
+    return {"kind": "large objects", "count": int(n), "hash": render_hash(s1, s2) if mode == "full" else None}
+
+
+def fingerprints(conn: psycopg.Connection, mode: str, *, side: str, like: dict | None = None,
+                 sequences: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Given a connection (in the wanted snapshot, settings pinned), return every format-2 entry
+    except ``schema`` and ``database`` (pg_schema.py adds those)."""
+    if mode not in MODES:
+        raise ValueError(f"fingerprint mode must be one of {MODES}, not {mode!r}")
+    set_fingerprint_session(conn)
+    cat = Catalog(conn)
+    out: dict[str, dict[str, Any]] = {}
+    for rel in cat.relations:
+        key = entry_key(rel)
+        out[key] = relation_fingerprint(conn, cat, rel, mode, side=side, like=(like or {}).get(key),
+                                        sequences=sequences)
+    out[LARGE_OBJECTS_KEY] = large_objects(conn, mode)
+    return out
+
+
+def parallel_fingerprints(connect: Callable[[], psycopg.Connection], mode: str, *, workers: int,
+                          like: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Like ``fingerprints(side="restored")`` on a database nobody writes to (a restored scratch
+    copy): relations are spread, largest first, over ``workers`` connections."""
+    if mode not in MODES:
+        raise ValueError(f"fingerprint mode must be one of {MODES}, not {mode!r}")
+    with connect() as conn:
+        set_fingerprint_session(conn)
+        cat = Catalog(conn)
+        sizes = dict(conn.execute("SELECT c.oid, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = ANY(%s)",
+                                  ([r["oid"] for r in cat.relations],)).fetchall())
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for rel in sorted(cat.relations, key=lambda r: -(sizes.get(r["oid"]) or 0)):
+        pending.put(rel)
+    pending.put(None)  # the large objects
+    out: dict[str, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with connect() as conn:
+                set_fingerprint_session(conn)
+                while True:
+                    try:
+                        rel = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    if rel is None:
+                        out[LARGE_OBJECTS_KEY] = large_objects(conn, mode)
+                        continue
+                    key = entry_key(rel)
+                    out[key] = relation_fingerprint(conn, cat, rel, mode, side="restored", like=(like or {}).get(key))
+        except BaseException as e:  # re-raised below in the calling thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, name=f"pg-fingerprint-{i}")
+               for i in range(max(1, min(workers, len(cat.relations) + 1)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return dict(sorted(out.items()))
+
+
+def is_legacy(like: dict | None) -> bool:
+    """True when ``like`` is a format-1 manifest's fingerprints (entries without ``kind``)."""
+    return bool(like) and not any(isinstance(v, dict) and "kind" in v for v in like.values())
+
+
+# ---- format 1 (manifests written before format 2): recomputed exactly as written ------------------
+
+LEGACY_TABLES_SQL = """
 SELECT n.nspname, c.relname
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -54,43 +351,28 @@ SELECT n.nspname, c.relname
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
  ORDER BY 1, 2
 """
-
-ROWS_SQL = "SELECT count(*) FROM ONLY {table}"
-
-FULL_SQL = """
+LEGACY_ROWS_SQL = "SELECT count(*) FROM ONLY {table}"
+LEGACY_TEXT_SQL = """
 SELECT count(*),
        coalesce(sum(hashtextextended(r.txt, 0)), 0),
        coalesce(sum(hashtextextended(r.txt, 1)), 0)
   FROM (SELECT ROW(t.*)::text AS txt FROM ONLY {table} AS t) AS r
 """
-
-RECORD_SQL = """
+LEGACY_RECORD_SQL = """
 SELECT count(*),
        coalesce(sum(hash_record_extended(t, 0)), 0),
        coalesce(sum(hash_record_extended(t, 1)), 0)
   FROM ONLY {table} AS t
 """
-RECORD_MIN_VERSION = 140000
 
 
-def list_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """Given a connection, return (schema, table) of every user table, sorted."""
-    return [(s, t) for s, t in conn.execute(TABLES_SQL).fetchall()]
-
-
-def render_hash(s1: int, s2: int) -> str:
-    """Given the two exact sums, return them modulo 2**64 as 32 hex digits."""
-    return f"{int(s1) % (1 << 64):016x}{int(s2) % (1 << 64):016x}"
-
-
-def _record_hash(conn: psycopg.Connection, ident: sql.Composable) -> tuple | None:
-    """The record-method sums, or None when a column type has no hash function."""
+def _legacy_record_hash(conn: psycopg.Connection, ident: sql.Composable) -> tuple | None:
     in_tx = conn.info.transaction_status == TransactionStatus.INTRANS
-    if in_tx:  # an error must not abort the dump's snapshot transaction
+    if in_tx:
         conn.execute("SAVEPOINT bk_fingerprint")
     try:
-        row = conn.execute(sql.SQL(RECORD_SQL).format(table=ident)).fetchone()
-    except psycopg.errors.UndefinedFunction:  # "could not identify a hash function for type json"
+        row = conn.execute(sql.SQL(LEGACY_RECORD_SQL).format(table=ident)).fetchone()
+    except psycopg.errors.UndefinedFunction:
         if in_tx:
             conn.execute("ROLLBACK TO SAVEPOINT bk_fingerprint")
         return None
@@ -99,86 +381,31 @@ def _record_hash(conn: psycopg.Connection, ident: sql.Composable) -> tuple | Non
     return row
 
 
-def table_fingerprint(conn: psycopg.Connection, schema: str, table: str, mode: str,
-                      method: str | None = None) -> dict[str, Any]:
-    """Given a connection and one table, return {"rows": n, "hash": hex | None} per ``mode``;
-    in ``full`` mode also the ``method`` used. ``method`` forces one (as recorded at backup)."""
+def legacy_table_fingerprint(conn: psycopg.Connection, schema: str, table: str, mode: str,
+                             method: str | None = None) -> dict[str, Any]:
+    """Format 1: {"rows": n, "hash": hex | None[, "method": "record"|"text"]} of one table."""
     ident = sql.Identifier(schema, table)
     if mode == "rows":
-        (n,) = conn.execute(sql.SQL(ROWS_SQL).format(table=ident)).fetchone()
+        (n,) = conn.execute(sql.SQL(LEGACY_ROWS_SQL).format(table=ident)).fetchone()
         return {"rows": int(n), "hash": None}
     if method in (None, "record"):
-        row = _record_hash(conn, ident) if conn.info.server_version >= RECORD_MIN_VERSION else None
+        row = _legacy_record_hash(conn, ident) if conn.info.server_version >= RECORD_MIN_VERSION else None
         if row is not None:
             return {"rows": int(row[0]), "hash": render_hash(row[1], row[2]), "method": "record"}
         if method == "record":
             raise JobFailed(f"table {schema}.{table} was fingerprinted with hash_record_extended at backup time, "
                             f"which this server (version {conn.info.server_version}) cannot compute; "
                             "drill into PostgreSQL 14 or newer")
-    n, s1, s2 = conn.execute(sql.SQL(FULL_SQL).format(table=ident)).fetchone()
+    n, s1, s2 = conn.execute(sql.SQL(LEGACY_TEXT_SQL).format(table=ident)).fetchone()
     return {"rows": int(n), "hash": render_hash(s1, s2), "method": "text"}
 
 
-def _method(like: dict | None, key: str) -> str | None:
-    return ((like or {}).get(key) or {}).get("method")
-
-
-def table_fingerprints(conn: psycopg.Connection, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
-    """Given a connection (already in the wanted snapshot, settings pinned) and a mode
-    ("rows" or "full"), return ``{"schema.table": {"rows": n, "hash": hex | None}}``.
-    ``like`` (a manifest's fingerprints) makes each table use the method recorded there."""
+def legacy_fingerprints(conn: psycopg.Connection, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Format 1 over every table: keys ``schema.table`` unquoted, methods as recorded in ``like``."""
     if mode not in MODES:
         raise ValueError(f"fingerprint mode must be one of {MODES}, not {mode!r}")
     out: dict[str, dict[str, Any]] = {}
-    for schema, table in list_tables(conn):
+    for schema, table in conn.execute(LEGACY_TABLES_SQL).fetchall():
         key = f"{schema}.{table}"
-        out[key] = table_fingerprint(conn, schema, table, mode, _method(like, key))
+        out[key] = legacy_table_fingerprint(conn, schema, table, mode, ((like or {}).get(key) or {}).get("method"))
     return out
-
-
-SIZES_SQL = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
- ORDER BY pg_relation_size(c.oid) DESC, 1, 2
-"""
-
-
-def parallel_table_fingerprints(connect: Callable[[], psycopg.Connection], mode: str, *,
-                                workers: int, like: dict | None = None) -> dict[str, dict[str, Any]]:
-    """Like table_fingerprints, on a database nobody writes to (a restored scratch copy):
-    tables are spread, largest first, over ``workers`` connections opened with ``connect``.
-    Only for quiescent databases: the workers do not share a snapshot."""
-    if mode not in MODES:
-        raise ValueError(f"fingerprint mode must be one of {MODES}, not {mode!r}")
-    with connect() as conn:
-        tables = list_tables(conn)
-        if tables:
-            tables = [(s, t) for s, t in conn.execute(
-                SIZES_SQL, ([s for s, _ in tables], [t for _, t in tables])).fetchall()]
-    pending = queue.SimpleQueue()
-    for item in tables:
-        pending.put(item)
-    out: dict[str, dict[str, Any]] = {}
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            with connect() as conn:
-                while True:
-                    try:
-                        schema, table = pending.get_nowait()
-                    except queue.Empty:
-                        return
-                    key = f"{schema}.{table}"
-                    out[key] = table_fingerprint(conn, schema, table, mode, _method(like, key))
-        except BaseException as e:  # re-raised below in the calling thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, name=f"pg-fingerprint-{i}") for i in range(max(1, min(workers, len(tables))))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return dict(sorted(out.items()))

@@ -49,8 +49,25 @@ from .pg_conn import (
     server_identity,
     source_endpoint,
 )
-from .pg_fingerprint import parallel_table_fingerprints, table_fingerprints
+from .pg_archive import TocTap, sequence_values
+from .pg_fingerprint import (
+    FORMAT as FINGERPRINT_FORMAT,
+    KEY_FORMAT,
+    fingerprints as relation_fingerprints,
+    is_legacy,
+    legacy_fingerprints,
+    parallel_fingerprints,
+    set_fingerprint_session,
+)
 from .pg_globals import filter_globals, psql_errors
+from .pg_schema import (
+    DATABASE_KEY,
+    SCHEMA_KEY,
+    create_database_sql,
+    database_properties,
+    properties_statements,
+    schema_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +84,10 @@ class PgScratch:
     workdir: Path  # private space for the seekable archive and PGPASSFILE
     globals_mode: str  # "missing": create roles the destination lacks; "skip"
     keep_owners: bool
-    create_database: bool  # ephemeral: create the database with the archive's encoding
+    create_database: bool  # ephemeral and database scratch: create it with the recorded encoding and locale
     subscriptions: bool = False  # never restore subscriptions into a scratch
+    admin: Endpoint | None = None  # where CREATE DATABASE runs (None: the endpoint's server, database postgres)
+    amcheck: bool = True  # policy drill.amcheck; false waives the index check (recorded as a deviation)
     cluster: EphemeralCluster | None = None
     starting: threading.Thread | None = None  # the ephemeral cluster starting in the background
     start_error: list[BaseException] = field(default_factory=list)
@@ -86,6 +105,19 @@ def _tail(text: str | bytes) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return " ".join(text.strip()[-STDERR_TAIL:].split())
+
+
+def source_fingerprints(conn: psycopg.Connection, mode: str) -> dict[str, dict[str, Any]]:
+    """Every format-2 entry of the source, in the dump's snapshot (``conn`` is inside it)."""
+    out = relation_fingerprints(conn, mode, side="source")
+    out[SCHEMA_KEY] = schema_fingerprint(conn)
+    out[DATABASE_KEY] = database_properties(conn)
+    return dict(sorted(out.items()))
+
+
+def expected_database(scratch: Scratch) -> dict[str, Any] | None:
+    """The ``database`` entry of the manifest being restored, when the caller passed the manifest."""
+    return (((scratch.manifest or {}).get("fingerprints") or {}).get(DATABASE_KEY)) or None
 
 
 def _set_pipe_size(fileobj) -> None:
@@ -130,6 +162,8 @@ class PostgresEngine(Engine):
             **facts,
             "pg_dump": str(pg_dump),
             "fingerprint_mode": mode,
+            "fingerprint_format": FINGERPRINT_FORMAT,
+            "fingerprint_keys": KEY_FORMAT,
             "globals_bytes": globals_info.content_bytes,
             "dump_format": "custom",
             **data_info,
@@ -181,7 +215,7 @@ class PostgresEngine(Engine):
         def fingerprint() -> None:
             t0 = time.monotonic()
             try:
-                fp_result["value"] = table_fingerprints(conn, mode)
+                fp_result["value"] = source_fingerprints(conn, mode)
             except BaseException as e:  # reported by the main thread
                 fp_result["error"] = e
             fp_result["seconds"] = round(time.monotonic() - t0, 3)
@@ -193,8 +227,9 @@ class PostgresEngine(Engine):
             worker = threading.Thread(target=fingerprint, name="pg-fingerprint", daemon=True)
             worker.start()
             t0 = time.monotonic()
+            tap = TocTap(proc.stdout)
             try:
-                info = sink.write_stream("data", proc.stdout)
+                info = sink.write_stream("data", tap)
             except BaseException:
                 proc.kill()
                 proc.wait()
@@ -210,19 +245,44 @@ class PostgresEngine(Engine):
                 with contextlib.suppress(Exception):
                     conn.cancel()
                 worker.join(timeout=30)
+                fp_error = fp_result.get("error")
+                if isinstance(fp_error, JobFailed):  # the root cause: it ended the snapshot pg_dump needed
+                    raise JobFailed(f"{what}: {fp_error}") from None
                 err.seek(0)
                 reason = _tail(err.read()) or ("killed by signal %d" % -rc if rc < 0 else "no message")
                 raise JobFailed(f"{what}: pg_dump failed (exit {rc}): {reason}")
             worker.join()
         if "error" in fp_result:
             e = fp_result["error"]
+            if isinstance(e, JobFailed):
+                raise JobFailed(f"{what}: {e}") from None
             raise JobFailed(f"{what}: fingerprinting in the dump's snapshot failed: {' '.join(str(e).split())}") from None
+        sequences_from = self._sequences_from_archive(conn, tap, fp_result["value"])
         conn.execute("COMMIT")
         data_info = {"stream_seconds": round(stream_seconds, 3), "fingerprint_seconds": fp_result["seconds"],
-                     "tables": len(fp_result["value"]), "content_bytes": info.content_bytes}
+                     "tables": len(fp_result["value"]), "content_bytes": info.content_bytes,
+                     "sequences_from": sequences_from, "archive_version": (tap.header or {}).get("version")}
         logger.info("%s: pg_dump streamed %d bytes in %.1fs; %d tables fingerprinted (%s) in %.1fs", what,
                     info.content_bytes, stream_seconds, len(fp_result["value"]), mode, fp_result["seconds"])
         return consistency, fp_result["value"], data_info
+
+    @staticmethod
+    def _sequences_from_archive(conn, tap: TocTap, fps: dict) -> str:
+        """Replace the sequence values read in our session by those pg_dump wrote into the archive's
+        TOC (sequences are not MVCC: under concurrent nextval() the two reads differ). Returns where
+        the recorded values come from."""
+        if tap.error or tap.header is None:
+            reason = tap.error or "the table of contents was not complete"
+            logger.warning("sequence values read in the fingerprint session, not from the archive: %s", reason)
+            return f"session ({reason})"
+        values = sequence_values(tap.entries)
+        names = conn.execute("SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S'").fetchall()
+        for schema, name, key in names:
+            entry = fps.get(f"sequence {key}")
+            if entry is not None and (schema, name) in values:
+                entry["last_value"], entry["is_called"] = values[(schema, name)][0], values[(schema, name)][1]
+        return "archive"
 
     # ---- scratch --------------------------------------------------------------------------
 
@@ -246,7 +306,7 @@ class PostgresEngine(Engine):
         cluster = EphemeralCluster(bindir=bindir, major=major, root=root, run_as=run_as)
         scratch = Scratch(kind="ephemeral")
         handle = PgScratch(endpoint=Endpoint({}), bindir=bindir, workdir=workdir, globals_mode="missing",
-                           keep_owners=True, create_database=True, cluster=cluster)
+                           keep_owners=True, create_database=True, cluster=cluster, amcheck=policy.drill.amcheck)
         scratch.handle = handle
         scratch.info = {
             "engine": "postgres",
@@ -311,16 +371,17 @@ class PostgresEngine(Engine):
         checked = self._refuse_source(policy, admin, what)
         name = f"backupkit_drill_{policy.system.replace('-', '_')}_{secrets.token_hex(4)}"
         with connect(admin, what=what) as conn:
-            major = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()[0]
+            major, superuser = conn.execute("SELECT current_setting('server_version_num')::int / 10000, rolsuper "
+                                            "FROM pg_roles WHERE rolname = current_user").fetchone()
             bindir = self._client_bindir(policy, major, what)
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-        logger.info("%s: created scratch database %s on %s", what, name, admin.label)
         scratch = Scratch(kind="database")
         try:
+            # created by restore(), with the encoding, locale and settings the backup recorded
             scratch.handle = PgScratch(endpoint=admin.with_db(name), bindir=bindir, workdir=workdir,
-                                       globals_mode="skip", keep_owners=False, create_database=False)
+                                       globals_mode="skip", keep_owners=False, create_database=True, admin=admin,
+                                       amcheck=policy.drill.amcheck)
             scratch.info = {"engine": "postgres", "server": f"{admin.host}:{admin.port}", "server_major": major,
-                            "database": name, "refusal_checks": checked,
+                            "database": name, "refusal_checks": checked, "superuser": bool(superuser),
                             "not_production": "uniquely named database created for this drill on the scratch server"}
             yield scratch
         finally:
@@ -397,15 +458,19 @@ class PostgresEngine(Engine):
         try:
             source.to_file("data", archive)  # pg_restore -j needs to seek
             h.wait_ready()
+            props = expected_database(scratch)
             with client_env(h.endpoint, h.workdir) as env:
                 header = self._archive_header(h, archive, env, what)
                 if h.create_database:
-                    self._create_database(h, header.get("encoding"), what)
+                    scratch.info["database_created"] = self._create_database(
+                        h, props or {"encoding": header.get("encoding"), "collate": "C", "ctype": "C"}, what)
                 if "globals" in names and h.globals_mode != "skip":
                     buf = io.BytesIO()
                     source.stream_to("globals", buf)
                     self._apply_globals(h, buf.getvalue().decode("utf-8"), env, what)
                 self._pg_restore(policy, h, archive, env, what, replace_existing=scratch.replace_existing)
+                if props is not None:
+                    scratch.info["database_properties"] = self._apply_properties(h, props, what)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 archive.unlink()
@@ -424,15 +489,52 @@ class PostgresEngine(Engine):
         return header
 
     @staticmethod
-    def _create_database(h: PgScratch, encoding: str | None, what: str) -> None:
-        admin = h.endpoint.with_db("postgres")
+    def _create_database(h: PgScratch, props: dict[str, Any], what: str) -> str:
+        """CREATE DATABASE with the recorded encoding, locale provider, collation, ctype and ICU locale."""
+        admin = h.admin or h.endpoint.with_db("postgres")
+        name = h.endpoint.dbname
         with connect(admin, what=what) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (h.endpoint.dbname,)).fetchone():
-                return
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(h.endpoint.dbname))
-            if encoding:
-                stmt = stmt + sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Literal(encoding))
-            conn.execute(stmt)
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return "existed"
+            stmt = create_database_sql(name, props, conn.info.server_version)
+            text = stmt.as_string(conn)
+            try:
+                conn.execute(stmt)
+            except psycopg.Error as e:
+                msg = " ".join(str(e).split())
+                hint = ""
+                if "locale" in msg.lower() or "collat" in msg.lower():
+                    loc = props.get("collate") or ""
+                    hint = (f"; generate the locale on the scratch host (e.g. localedef -i {loc.split('.')[0]} "
+                            f"-f UTF-8 {loc}, or add it to /etc/locale.gen and run locale-gen) and restart nothing: "
+                            "PostgreSQL picks it up at the next CREATE DATABASE")
+                raise JobFailed(f"{what}: cannot create database {name} with the backup's encoding and locale "
+                                f"(encoding {props.get('encoding')}, provider {props.get('locale_provider') or 'libc'}, "
+                                f"collate {props.get('collate')}, ctype {props.get('ctype')}, "
+                                f"ICU locale {props.get('icu_locale')}): {msg}{hint}") from None
+        logger.info("%s: %s", what, text)
+        return text
+
+    @staticmethod
+    def _apply_properties(h: PgScratch, props: dict[str, Any], what: str) -> str:
+        """ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET and COMMENT ON DATABASE as
+        recorded at backup; returns what was done, for the drill or restore record."""
+        with connect(h.endpoint, what=what) as conn:
+            roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+            statements, missing = properties_statements(h.endpoint.dbname, props, roles)
+            for stmt in statements:
+                try:
+                    conn.execute(stmt)
+                except psycopg.Error as e:
+                    raise JobFailed(f"{what}: cannot apply the database property '{stmt.as_string(conn)}' "
+                                    f"({' '.join(str(e).split())}); restore as the database owner or a superuser") from None
+        done = (f"applied {len(props.get('settings', []))} database setting(s), "
+                f"{len(props.get('role_settings', [])) - sum(1 for r, _ in props.get('role_settings', []) if r in missing)} "
+                f"role setting(s)" + (", the comment" if props.get("comment") is not None else ""))
+        if missing:
+            done += f"; not applied: settings of roles {', '.join(missing)}, which do not exist here"
+        logger.info("%s: %s", what, done)
+        return done
 
     def _apply_globals(self, h: PgScratch, text: str, env: dict, what: str) -> None:
         with connect(h.endpoint, what=what) as conn:
@@ -474,37 +576,82 @@ class PostgresEngine(Engine):
 
     def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
         """Given a restored scratch, run amcheck's bt_index_check on every valid btree index of the
-        user schemas; "skipped" (with the reason) when amcheck is not available."""
+        user schemas. Not runnable: "skipped" naming what is missing (a skipped check fails the
+        drill), or "waived" when the policy says drill.amcheck: false."""
+        h: PgScratch = scratch.handle
+        if not h.amcheck:
+            return [CheckResult("amcheck", "waived", "index checks not run: the policy sets drill.amcheck: false")]
         with self._connect(scratch) as conn:
+            user, superuser = conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+            created = False
             try:
                 if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone():
-                    return [CheckResult("amcheck", "skipped", "the amcheck extension is not installed on the scratch server")]
-                conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                    return [CheckResult("amcheck", "skipped", "the amcheck extension is not installed on the scratch server; "
+                                        "install the postgresql-contrib package of the scratch server's version "
+                                        "(or set drill.amcheck: false in the policy)")]
+                if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone():
+                    if not superuser:
+                        return [CheckResult("amcheck", "skipped", amcheck_grants_message(user, scratch.info.get("database")))]
+                    conn.execute("CREATE EXTENSION amcheck")
+                    created = True
             except psycopg.Error as e:
                 return [CheckResult("amcheck", "skipped", f"cannot create extension amcheck: {' '.join(str(e).split())}")]
-            indexes = conn.execute(
-                "SELECT i.indexrelid::regclass::text, i.indexrelid FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' "
-                "AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' "
-                "ORDER BY 1").fetchall()
-            failures = []
-            t0 = time.monotonic()
-            for name, oid in indexes:
-                try:
-                    conn.execute("SELECT bt_index_check(%s::oid::regclass)", (oid,))
-                except psycopg.Error as e:
-                    failures.append(f"{name}: {' '.join(str(e).split())}")
+            try:
+                indexes = conn.execute(
+                    "SELECT i.indexrelid::regclass::text, i.indexrelid FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' "
+                    "AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' "
+                    "ORDER BY 1").fetchall()
+                failures = []
+                t0 = time.monotonic()
+                fn = conn.execute("SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n "
+                                  "ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'").fetchone()[0]
+                for name, oid in indexes:
+                    try:
+                        conn.execute(f"SELECT {fn}.bt_index_check(%s::oid::regclass)", (oid,))
+                    except psycopg.errors.InsufficientPrivilege as e:
+                        return [CheckResult("amcheck", "skipped", amcheck_grants_message(user, scratch.info.get("database"))
+                                            + f" ({' '.join(str(e).split())})")]
+                    except psycopg.Error as e:
+                        failures.append(f"{name}: {' '.join(str(e).split())}")
+            finally:
+                if created:  # leave the restored copy exactly as restored: the schema fingerprint follows
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("DROP EXTENSION amcheck")
         data = {"indexes": len(indexes), "failed": len(failures), "seconds": round(time.monotonic() - t0, 3)}
         if failures:
             return [CheckResult("amcheck", "failed", "; ".join(failures)[:2000], data=data)]
         return [CheckResult("amcheck", "passed", f"bt_index_check passed on {len(indexes)} btree indexes", data=data)]
 
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
-        """Given a restored scratch, return its fingerprints, computed exactly as at dump time."""
-        # The restored copy is quiescent: tables are fingerprinted in parallel, one connection per core.
-        return parallel_table_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
+        """Given a restored scratch, return its fingerprints, computed exactly as at dump time: in the
+        format the manifest was written in (format 1 for manifests without ``kind`` entries)."""
+        details = (scratch.manifest or {}).get("details") or {}
+        legacy = (details.get("fingerprint_format") is None) if scratch.manifest is not None else is_legacy(like)
+        if legacy:
+            with self._connect(scratch) as conn:
+                return legacy_fingerprints(conn, mode, like)
+        h: PgScratch = scratch.handle
+        # The restored copy is quiescent: relations are fingerprinted in parallel, one connection per core.
+        out = parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
+        with self._connect(scratch) as conn:
+            set_fingerprint_session(conn)
+            out[SCHEMA_KEY] = schema_fingerprint(conn)
+            out[DATABASE_KEY] = database_properties(conn)
+            roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+        if not h.keep_owners:
+            out[SCHEMA_KEY]["not_compared"] = {
+                "owners and grants": f"the {scratch.kind} was restored with --no-owner --no-privileges "
+                                     "(not a superuser destination, or a database scratch on a shared server)"}
+        expected_db = (like or {}).get(DATABASE_KEY) or {}
+        missing = sorted({r for r, _ in expected_db.get("role_settings", []) if r not in roles})
+        if missing:
+            out[DATABASE_KEY]["not_compared"] = {
+                "role_settings": f"roles {', '.join(missing)} do not exist on this server (roles are not replayed "
+                                 f"into a {scratch.kind})"}
+        return dict(sorted(out.items()))
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Given a policy assertion's SQL, run it read-only with the pinned settings and return the
@@ -520,3 +667,13 @@ class PostgresEngine(Engine):
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
         return row[0] if row else None
+
+
+def amcheck_grants_message(user: str, database: str | None) -> str:
+    """What a non-superuser scratch role needs for amcheck, in one line."""
+    db = database or "the scratch database"
+    return (f"amcheck not run: role {user} is not a superuser, and amcheck is not a trusted extension, so only a "
+            f"superuser can run CREATE EXTENSION amcheck in {db} and GRANT EXECUTE ON FUNCTION "
+            f"bt_index_check(regclass), bt_index_check(regclass, boolean) TO {user}; because every drill creates a "
+            f"fresh database, make the scratch role a superuser (ALTER ROLE {user} SUPERUSER) or set drill.amcheck: "
+            "false in the policy to drill without index checks (recorded as a deviation)")

@@ -279,7 +279,7 @@ def row_backup_vs_practical(b: Bench) -> RowResult:
 
 @row
 def row_backup_full_vs_practical(b: Bench) -> RowResult:
-    return RowResult("backup (full fingerprint) / same pipeline [info]", ratios(b, "backup:his-full", "practical"), "")
+    return RowResult("backup (full fingerprint) / same pipeline", ratios(b, "backup:his-full", "practical"), "<= 1.25")
 
 
 @row
@@ -294,12 +294,13 @@ def row_size(b: Bench) -> RowResult:
 
 @row
 def row_drill_rows(b: Bench) -> RowResult:
-    return RowResult("drill (rows) / zstd -d + pg_restore -j2", ratios(b, "drill:his", "restore_baseline"), "<= 1.3")
+    return RowResult("drill (rows) / zstd -d + pg_restore -j2", ratios(b, "drill:his", "restore_baseline"), "<= 1.15")
 
 
 @row
 def row_drill_full(b: Bench) -> RowResult:
-    return RowResult("drill (full) / zstd -d + pg_restore -j2", ratios(b, "drill:his-full", "restore_baseline"), "<= 1.6")
+    return RowResult("drill (full, schema+LO+sequence checks) / zstd -d + pg_restore -j2",
+                     ratios(b, "drill:his-full", "restore_baseline"), "<= 1.3")
 
 
 @row

@@ -1,0 +1,400 @@
+"""PostgreSQL drills prove everything a restore must bring back (issue 8), against the real server
+and real scratch instances: a hospital-shaped schema with every feature a vendor ships (enums,
+regclass, hash partitions on an enum, large objects, sequences, materialized views, triggers,
+functions, views, RLS, comments, grants, citext, case-insensitive and zh collations, numeric,
+interval, float, jsonb, colliding qualified names, database settings), created in a zh_CN.UTF-8
+database. A correct restore passes in both fingerprint modes and both scratch types; a change of
+each feature in the scratch makes the drill exit 3 naming the object."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from backupkit.actions.drill import run_drill
+from backupkit.artifact import DirectorySink
+from backupkit.context import Context
+from backupkit.engines.pg_fingerprint import legacy_fingerprints
+from backupkit.engines.pg_conn import connect, Endpoint
+from backupkit.engines.postgres import PostgresEngine
+from backupkit.errors import JobFailed
+from backupkit.verdict import compare_fingerprints
+from fixtures.postgres import make_policy, open_source
+
+pytestmark = pytest.mark.postgres
+
+ZH_LOCALE = "zh_CN.UTF-8"
+SRC: dict = {}  # the source cluster's socket directory and port (module fixture below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def source_cluster(tmp_path_factory):
+    """A private PostgreSQL cluster for the sources of this module. It is started after scripts/test.sh
+    generated the zh_CN.UTF-8 locale, so it can create databases with it (a server started before the
+    locale existed cannot: glibc maps the locale archive once per postmaster)."""
+    from backupkit.engines.pg_cluster import EphemeralCluster, newest_server_bindir, private_root, server_os_user
+
+    major, bindir = newest_server_bindir()
+    run_as = server_os_user()
+    cluster = EphemeralCluster(bindir=bindir, major=major, root=private_root(tmp_path_factory.mktemp("zhsrc"), run_as),
+                               run_as=run_as)
+    cluster.start()
+    SRC.update(host=str(cluster.sockdir), port=cluster.port)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pg_dsn(db: str, user: str = "postgres") -> str:
+    return f"host={SRC['host']} port={SRC['port']} user={user} dbname={db}"
+
+
+def admin_dsn(user: str = "postgres") -> str:
+    return pg_dsn("postgres", user)
+
+
+def pg_exec(db: str, *statements: str) -> None:
+    with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
+        for st in statements:
+            conn.execute(st)
+
+
+def pg_scalar(db: str, query: str):
+    with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
+        return conn.execute(query).fetchone()[0]
+
+HOSPITAL_SQL = [
+    "CREATE EXTENSION citext",
+    "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    "CREATE COLLATION zh (provider = icu, locale = 'zh')",
+    "CREATE TYPE visit_kind AS ENUM ('outpatient', 'inpatient', 'emergency', 'icu')",
+    """CREATE TABLE patients (id bigint PRIMARY KEY, name text NOT NULL, name_zh text COLLATE zh, email citext,
+        code text COLLATE ci, kind visit_kind, born date)""",
+    """INSERT INTO patients VALUES
+        (1, 'Wang', '王芳', 'Wang@Example.org', 'ABC', 'inpatient', '1980-01-02'),
+        (2, 'Li', '李娜', 'li@example.org', 'abd', 'outpatient', '1990-03-04'),
+        (3, 'Zhang', '张伟', 'ZHANG@example.org', 'x1', 'icu', '2010-05-06'),
+        (4, 'Chen', '陈静', NULL, NULL, NULL, NULL)""",
+    """CREATE TABLE lab_results (id bigserial PRIMARY KEY, patient_id bigint REFERENCES patients(id), value numeric,
+        ratio float8, stay interval, extra jsonb, source regclass)""",
+    """INSERT INTO lab_results (patient_id, value, ratio, stay, extra, source) VALUES
+        (1, 1.50, 0.0, '1 day', '{"a": 1}', 'patients'), (2, 7.25, 1.5, '2 hours', '[1, 2]', 'lab_results'),
+        (3, 100, -2.5, '1 mon', NULL, NULL)""",
+    "CREATE TABLE visits (id int NOT NULL, kind visit_kind NOT NULL, at timestamptz) PARTITION BY HASH (kind)",
+    *[f"CREATE TABLE visits_{i} PARTITION OF visits FOR VALUES WITH (MODULUS 4, REMAINDER {i})" for i in range(4)],
+    "INSERT INTO visits SELECT g, (enum_range(NULL::visit_kind))[1 + g % 4], '2026-01-01'::timestamptz + g * interval '1 hour' "
+    "FROM generate_series(1, 400) g",
+    "CREATE SCHEMA a", 'CREATE SCHEMA "a.b"',
+    'CREATE TABLE a."b.c" (v int)', 'CREATE TABLE "a.b".c (v int)',
+    'INSERT INTO a."b.c" SELECT generate_series(1, 5)', 'INSERT INTO "a.b".c SELECT generate_series(1, 5)',
+    "CREATE SEQUENCE mrn_seq", "SELECT setval('mrn_seq', 1000)",
+    "CREATE MATERIALIZED VIEW visit_stats AS SELECT kind, count(*) AS n FROM visits GROUP BY kind",
+    "CREATE VIEW adults AS SELECT id, name FROM patients WHERE born < '2006-01-01'",
+    "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.at := coalesce(NEW.at, now()); RETURN NEW; END$$",
+    "CREATE TABLE audit (id int, at timestamptz)",
+    "CREATE TRIGGER audit_touch BEFORE INSERT ON audit FOR EACH ROW EXECUTE FUNCTION touch()",
+    "CREATE TABLE notes (id int PRIMARY KEY, body text)",
+    "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 100) g",
+    "ALTER TABLE notes ENABLE ROW LEVEL SECURITY", "ALTER TABLE notes FORCE ROW LEVEL SECURITY",
+    "CREATE POLICY notes_mine ON notes USING (id < 0)",
+    "COMMENT ON TABLE patients IS '患者主索引'",
+    "GRANT SELECT ON patients TO PUBLIC",
+    "SELECT lo_from_bytea(0, convert_to('scan ' || g, 'UTF8')) FROM generate_series(1, 3) g",
+]
+
+
+def db_settings_sql(db: str) -> list[str]:
+    d = sql.Identifier(db).as_string(None)
+    return [f"ALTER DATABASE {d} SET TimeZone = 'Asia/Shanghai'", f"ALTER DATABASE {d} SET DateStyle = 'SQL, DMY'",
+            f"ALTER DATABASE {d} SET search_path = \"$user\", public, a",
+            f"ALTER ROLE postgres IN DATABASE {d} SET work_mem = '8MB'", f"COMMENT ON DATABASE {d} IS 'HIS 生产库'"]
+
+
+ZH_ORDER_SQL = "SELECT string_agg(name_zh, ',' ORDER BY name_zh COLLATE \"default\") FROM patients"
+
+
+def create_db(prefix: str, locale_sql: str) -> str:
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' ").format(sql.Identifier(name))
+                         + sql.SQL(locale_sql))
+        except psycopg.Error as e:
+            pytest.fail(f"cannot create a test database with {locale_sql}: {e}; scripts/test.sh generates the "
+                        f"{ZH_LOCALE} locale (localedef -i zh_CN -f UTF-8 {ZH_LOCALE})")
+    return name
+
+
+@pytest.fixture
+def databases():
+    made: list[str] = []
+    yield made
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def hospital_db(databases, locale_sql: str = f"LC_COLLATE '{ZH_LOCALE}' LC_CTYPE '{ZH_LOCALE}'") -> str:
+    db = create_db("bk_fid", locale_sql)
+    databases.append(db)
+    pg_exec(db, *HOSPITAL_SQL, *db_settings_sql(db))
+    return db
+
+
+def setup_policy(ws, db: str, *, mode: str = "full", scratch: dict | None = None, assertions: list | None = None,
+                 **drill) -> None:
+    policy = {"system": "his", "title": "HIS", "tier": "30m", "rpo": "24h", "engine": "postgres",
+              "source": {"dsn": pg_dsn(db)},
+              "drill": {"fingerprint": mode, "scratch": scratch or {"type": "ephemeral"},
+                        "assertions": assertions or [], **drill}}
+    for f in ws.policies.glob("*.yaml"):
+        f.unlink()
+    ws.policy_file("his").write_text(yaml.safe_dump(policy, allow_unicode=True))
+
+
+def zh_libc_order(db: str) -> str:
+    return pg_scalar(db, "SELECT string_agg(name_zh, ',' ORDER BY name_zh COLLATE \"default\") FROM patients")
+
+
+@pytest.mark.parametrize("mode", ["full", "rows"])
+@pytest.mark.parametrize("scratch", ["ephemeral", "database"])
+def test_correct_restore_passes_every_feature(workspace, databases, mode, scratch):
+    ws = workspace
+    db = hospital_db(databases)
+    order = zh_libc_order(db)
+    assert order != "李娜,王芳,张伟,陈静"  # zh_CN.UTF-8 sorts by pinyin, not by code point
+    setup_policy(ws, db, mode=mode, scratch={"type": "database", "dsn": admin_dsn()} if scratch == "database" else None,
+                 assertions=[{"name": "zh order", "sql": ZH_ORDER_SQL, "expect": f"= '{order}'"}])
+    ws.ok("backup", "his", "--no-copy")
+    (bdir,) = ws.backups("his")
+    manifest = json.loads((bdir / "manifest.json").read_text())
+    fp = manifest["fingerprints"]
+    assert manifest["details"]["fingerprint_format"] == 2 and manifest["details"]["fingerprint_keys"] == "quoted"
+    assert fp['a."b.c"']["rows"] == 5 and fp['"a.b".c']["rows"] == 5  # quoted keys never collide
+    assert fp["public.visits"]["kind"] == "partitioned table" and fp["public.visits"]["rows"] == 400
+    assert sum(fp["public.visits"]["info"]["leaf_rows"].values()) == 400
+    assert "public.visits_0" not in fp
+    assert fp["public.notes"]["rows"] == 100  # FORCE RLS: row_security=off, all rows
+    assert fp["sequence public.mrn_seq"] == {"kind": "sequence", "last_value": 1000, "is_called": True}
+    assert fp["large objects"]["count"] == 3
+    assert fp["materialized view public.visit_stats"]["populated"] is True
+    assert fp["database"]["collate"] == ZH_LOCALE and fp["database"]["comment"] == "HIS 生产库"
+    assert "TimeZone=Asia/Shanghai" in fp["database"]["settings"]
+    assert ["postgres", "work_mem=8MB"] in fp["database"]["role_settings"]
+    if mode == "full":
+        assert set(fp["public.patients"]["text"]) == {"email", "code", "kind"}  # citext, ci collation, enum
+        assert set(fp["public.lab_results"]["text"]) == {"value", "ratio", "stay", "extra", "source"}
+    r = ws.run("drill", "his", "--json")
+    rec = json.loads(r.out)
+    assert r.code == 0 and rec["verdict"] == "passed", rec["deviations"]
+    passed = {c["name"] for c in rec["checks"] if c["status"] == "passed"}
+    assert {"fingerprint schema", "fingerprint database", "fingerprint large objects", "fingerprint public.visits",
+            "fingerprint sequence public.mrn_seq", "fingerprint materialized view public.visit_stats",
+            "assertion zh order", "amcheck", 'fingerprint a."b.c"', 'fingerprint "a.b".c'} <= passed
+    assert "LC_COLLATE 'zh_CN.UTF-8'" in rec["scratch"]["database_created"]
+
+
+# (what is changed in the scratch, statements, the check that must fail, text its detail must contain, scratch)
+CHANGES = [
+    ("enum value", ["UPDATE patients SET kind = 'outpatient' WHERE id = 1"], "fingerprint public.patients", "public.patients", "database"),
+    ("numeric scale 1.50 -> 1.5", ["UPDATE lab_results SET value = 1.5 WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("interval 1 day -> 24 hours", ["UPDATE lab_results SET stay = '24 hours' WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("float 0.0 -> -0.0", ["UPDATE lab_results SET ratio = '-0.0' WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("jsonb 1 -> 1.0", ["UPDATE lab_results SET extra = '{\"a\": 1.0}' WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("citext case", ["UPDATE patients SET email = 'wang@example.org' WHERE id = 1"], "fingerprint public.patients", "public.patients", "database"),
+    ("case-insensitive collation", ["UPDATE patients SET code = 'abc' WHERE id = 1"], "fingerprint public.patients", "public.patients", "database"),
+    ("regclass", ["UPDATE lab_results SET source = 'visits' WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("partition rows", ["DELETE FROM visits WHERE id = 7"], "fingerprint public.visits", "partitioned table public.visits", "database"),
+    ("colliding key", ['DELETE FROM "a.b".c'], 'fingerprint "a.b".c', '"a.b".c', "database"),
+    ("large object unlinked", ["SELECT lo_unlink(min(oid)) FROM pg_largeobject_metadata"], "fingerprint large objects", "count", "database"),
+    ("large object overwritten", ["SELECT lo_put(min(oid), 0, '\\x58'::bytea) FROM pg_largeobject_metadata"], "fingerprint large objects", "hash", "database"),
+    ("sequence reset", ["SELECT setval('mrn_seq', 1)"], "fingerprint sequence public.mrn_seq", "last_value", "database"),
+    ("matview other rows", ["DROP MATERIALIZED VIEW visit_stats",
+                            "CREATE MATERIALIZED VIEW visit_stats AS SELECT kind, count(*) + 1 AS n FROM visits GROUP BY kind"],
+     "fingerprint materialized view public.visit_stats", "materialized view public.visit_stats", "database"),
+    ("matview unpopulated", ["REFRESH MATERIALIZED VIEW visit_stats WITH NO DATA"],
+     "fingerprint materialized view public.visit_stats", "populated", "database"),
+    ("trigger dropped", ["DROP TRIGGER audit_touch ON audit"], "fingerprint schema", "trigger audit_touch on public.audit", "database"),
+    ("function changed", ["CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$"],
+     "fingerprint schema", "function public.touch()", "database"),
+    ("view dropped", ["DROP VIEW adults"], "fingerprint schema", "view public.adults", "database"),
+    ("policy dropped", ["DROP POLICY notes_mine ON notes"], "fingerprint schema", "policy notes_mine on public.notes", "database"),
+    ("comment removed", ["COMMENT ON TABLE patients IS NULL"], "fingerprint schema", "comment table public.patients", "database"),
+    ("grant revoked", ["REVOKE SELECT ON patients FROM PUBLIC"], "fingerprint schema", "acl table public.patients", "ephemeral"),
+    ("database setting", ["ALTER DATABASE {db} RESET TimeZone"], "fingerprint database", "settings", "database"),
+    ("database comment", ["COMMENT ON DATABASE {db} IS 'other'"], "fingerprint database", "comment", "ephemeral"),
+]
+
+
+@pytest.mark.parametrize("scratch", ["database", "ephemeral"])
+def test_every_change_in_the_scratch_is_caught_naming_the_object(workspace, databases, scratch):
+    ws = workspace
+    db = hospital_db(databases)
+    setup_policy(ws, db, scratch={"type": "database", "dsn": admin_dsn()} if scratch == "database" else None)
+    ws.ok("backup", "his", "--no-copy")
+    ctx = Context.load(ws.config)
+    missed = []
+    try:
+        for what, statements, check, needle, kind in CHANGES:
+            if kind != scratch:
+                continue
+
+            def change(engine, s, statements=statements):
+                with engine._connect(s) as conn:
+                    for stmt in statements:
+                        conn.execute(stmt.replace("{db}", sql.Identifier(s.handle.endpoint.dbname).as_string(conn)))
+
+            out = run_drill(ctx, ctx.policy("his"), after_restore=change)
+            bad = {c["name"]: c["detail"] for c in out.record["checks"] if c["status"] == "failed"}
+            if out.exit_code != 3 or check not in bad or needle not in bad[check]:
+                missed.append(f"{what}: exit {out.exit_code}, failed checks {bad}")
+    finally:
+        ctx.close()
+    assert missed == []
+
+
+def test_restore_to_reproduces_database_settings_and_checks_them(workspace, databases):
+    ws = workspace
+    db = hospital_db(databases)
+    setup_policy(ws, db)
+    ws.ok("backup", "his", "--no-copy")
+    target = create_db("bk_fid_target", f"LC_COLLATE '{ZH_LOCALE}' LC_CTYPE '{ZH_LOCALE}'")
+    databases.append(target)
+    r = ws.ok("restore", "his", "--to", pg_dsn(target))
+    assert "fingerprints match" in r.out
+    with psycopg.connect(pg_dsn(target), autocommit=True) as conn:
+        assert conn.execute("SHOW TimeZone").fetchone()[0] == "Asia/Shanghai"  # a new session sees the settings
+        assert conn.execute("SHOW DateStyle").fetchone()[0] == "SQL, DMY"
+        assert conn.execute("SHOW search_path").fetchone()[0] == '"$user", public, a'
+        assert conn.execute("SHOW work_mem").fetchone()[0] == "8MB"
+        assert conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                            "WHERE datname = current_database()").fetchone()[0] == "HIS 生产库"
+    body = json.loads(ws.ledger_rows("restore")[-1][3])
+    assert "applied 3 database setting(s), 1 role setting(s), the comment" in body["destination"]["database_properties"]
+    assert {c["name"] for c in body["checks"]} >= {"fingerprint database", "fingerprint schema"}
+
+    # a destination created with another collation is restored, but the restore says the database differs
+    other = create_db("bk_fid_other", "LC_COLLATE 'C' LC_CTYPE 'C'")
+    databases.append(other)
+    r = ws.run("restore", "his", "--to", pg_dsn(other))
+    assert r.code == 3, r
+    assert "database" in r.err and "collate" in r.err and ZH_LOCALE in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_icu_zh_database_is_reproduced(workspace, databases):
+    ws = workspace
+    db = create_db("bk_fid_icu", "LOCALE_PROVIDER icu ICU_LOCALE 'zh' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    databases.append(db)
+    pg_exec(db, "CREATE TABLE staff (name text)",
+            "INSERT INTO staff VALUES ('赵六'), ('张三'), ('李四'), ('王五'), ('Ann'), ('bob')")
+    order = pg_scalar(db, "SELECT string_agg(name, ',' ORDER BY name) FROM staff")
+    assert order != pg_scalar(db, "SELECT string_agg(name, ',' ORDER BY name COLLATE \"C\") FROM staff")
+    setup_policy(ws, db, assertions=[{"name": "zh icu order", "sql": "SELECT string_agg(name, ',' ORDER BY name) FROM staff",
+                                      "expect": f"= '{order}'"}])
+    ws.ok("backup", "his", "--no-copy")
+    manifest = json.loads((ws.backups("his")[0] / "manifest.json").read_text())
+    assert manifest["fingerprints"]["database"]["locale_provider"] == "icu"
+    assert manifest["fingerprints"]["database"]["icu_locale"] == "zh"
+    rec = json.loads(ws.run("drill", "his", "--json").out)
+    assert rec["verdict"] == "passed", rec["deviations"]
+    assert "ICU_LOCALE 'zh'" in rec["scratch"]["database_created"]
+
+
+def test_empty_database_passes_on_the_schema_fingerprint(workspace, databases):
+    ws = workspace
+    db = create_db("bk_fid_empty", "")
+    databases.append(db)
+    setup_policy(ws, db)
+    ws.ok("backup", "his", "--no-copy")
+    rec = json.loads(ws.run("drill", "his", "--json").out)
+    assert rec["verdict"] == "passed", rec["deviations"]
+    assert [c["name"] for c in rec["checks"] if c.get("proves_data")] == [
+        "fingerprint database", "fingerprint large objects", "fingerprint schema"]
+
+
+def test_role_that_rls_would_filter_fails_the_backup_loudly(databases, age_keys, dump_dir):
+    db = create_db("bk_fid_rls", "")
+    databases.append(db)
+    role = f"bk_rls_{secrets.token_hex(3)}"
+    pg_exec(db, f"CREATE ROLE {role} LOGIN", f"GRANT ALL ON SCHEMA public TO {role}", f"SET ROLE {role}",
+            "CREATE TABLE charts (id int)", "INSERT INTO charts SELECT generate_series(1, 100)",
+            "ALTER TABLE charts ENABLE ROW LEVEL SECURITY", "ALTER TABLE charts FORCE ROW LEVEL SECURITY",
+            "CREATE POLICY none ON charts USING (false)")
+    try:
+        policy = make_policy(source={"dsn": pg_dsn(db, role)})
+        with pytest.raises(JobFailed) as e:
+            PostgresEngine().dump(policy=policy, sink=DirectorySink(dump_dir(), age_keys.recipients))
+        msg = str(e.value)
+        assert "charts" in msg and ("row-level security" in msg or "row security" in msg) and "BYPASSRLS" in msg
+        assert len(msg.splitlines()) == 1
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        databases.remove(db)
+
+
+def test_non_superuser_database_scratch_names_amcheck_grants_or_waives_by_policy(workspace, databases):
+    ws = workspace
+    db = create_db("bk_fid_nosu", "")
+    databases.append(db)
+    pg_exec(db, "CREATE TABLE patients (id int PRIMARY KEY, name text)", "INSERT INTO patients VALUES (1, 'a'), (2, 'b')")
+    role = f"bk_scratch_{secrets.token_hex(3)}"
+    pg_exec("postgres", f"CREATE ROLE {role} LOGIN CREATEDB")
+    dsn = admin_dsn(role)
+    try:
+        setup_policy(ws, db, scratch={"type": "database", "dsn": dsn})
+        ws.ok("backup", "his", "--no-copy")
+        r = ws.run("drill", "his", "--json")
+        rec = json.loads(r.out)
+        assert r.code == 1 and rec["verdict"] == "failed"
+        (am,) = [c for c in rec["checks"] if c["name"] == "amcheck"]
+        assert am["status"] == "skipped"
+        assert f"GRANT EXECUTE ON FUNCTION bt_index_check(regclass), bt_index_check(regclass, boolean) TO {role}" in am["detail"]
+        assert "drill.amcheck: false" in am["detail"]
+        # explicitly waived by the policy: the drill passes, and says what it did not do
+        setup_policy(ws, db, scratch={"type": "database", "dsn": dsn}, amcheck=False)
+        rec = json.loads(ws.run("drill", "his", "--json").out)
+        assert rec["verdict"] == "passed", rec["deviations"]
+        assert any(d.startswith("deviation (waived by policy): amcheck") for d in rec["deviations"])
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                                        "WHERE r.rolname = %s", (role,)).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_format_1_manifests_keep_verifying(databases, age_keys, dump_dir, tmp_path):
+    """A manifest written before fingerprint format 2 (unquoted keys, record/text methods, no
+    fingerprint_format in details) is recomputed with the old method and still matches."""
+    db = create_db("bk_fid_v1", "")
+    databases.append(db)
+    pg_exec(db, "CREATE TABLE patients (id int PRIMARY KEY, name text, w numeric)", "CREATE TABLE dev (id int, c json)",
+            "INSERT INTO patients VALUES (1, 'a', 1.5), (2, 'b', NULL)", "INSERT INTO dev VALUES (1, '{}')")
+    engine = PostgresEngine()
+    policy = make_policy(source={"dsn": pg_dsn(db)})
+    sink = DirectorySink(dump_dir(), age_keys.recipients)
+    result = engine.dump(policy=policy, sink=sink)
+    with connect(Endpoint({"host": SRC["host"], "port": str(SRC["port"]), "user": "postgres", "dbname": db}),
+                 what="test") as conn:
+        old = legacy_fingerprints(conn, "full")
+    assert old["public.patients"]["method"] == "record" and old["public.dev"]["method"] == "text"
+    details = {k: v for k, v in result.details.items() if k not in ("fingerprint_format", "fingerprint_keys")}
+    with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
+        scratch.manifest = {"fingerprints": old, "details": details}
+        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        actual = engine.fingerprints(scratch=scratch, mode="full", like=old)
+        assert actual == old
+        assert all(c["status"] == "passed" for c in compare_fingerprints(old, actual))
+        with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
+            conn.execute("UPDATE patients SET name = 'x' WHERE id = 1")
+        bad = [c for c in compare_fingerprints(old, engine.fingerprints(scratch=scratch, mode="full", like=old))
+               if c["status"] == "failed"]
+        assert [c["name"] for c in bad] == ["fingerprint public.patients"] and "rows=2" in bad[0]["detail"]
