@@ -28,6 +28,7 @@ from .keys import Identity, Recipient
 
 CHUNK = 1 << 20
 SUFFIX = ".zst.age"
+INTERNAL_STREAMS = ("fpkey",)  # backupkit's own streams, never handed to an engine (keyed.py)
 
 
 class HashingReader(io.RawIOBase):
@@ -284,8 +285,18 @@ class DirectorySource:
         self.recipient_ids = recipient_ids
 
     def stream_names(self) -> list[str]:
-        names = list(self.streams)
+        """The streams an engine restores: ``data`` first; never backupkit's own (the fingerprint key)."""
+        names = [n for n in self.streams if n not in INTERNAL_STREAMS]
         return sorted(names, key=lambda n: (n != "data", n))
+
+    def read_small(self, name: str, limit: int = 1 << 16) -> bytes:
+        """Decrypt a small stream into memory (checking both digests), e.g. the fingerprint key."""
+        info = self.streams[name]
+        if info.content_bytes > limit:
+            raise VerificationFailed(f"{self.what}: stream {name} is {info.content_bytes} bytes, expected at most {limit}")
+        buf = io.BytesIO()
+        self.stream_to(name, buf)
+        return buf.getvalue()
 
     def stream_to(self, name: str, writer: BinaryIO) -> None:
         info = self.streams[name]

@@ -351,19 +351,47 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
 @cli.command()
 @click.argument("system")
 @click.argument("backup_id", required=False, callback=_backup_id_option)
-@click.option("--to", "dsn", required=True, help="Destination: a DSN, or a file path for SQLite.")
+@click.option("--to", "dsn", help="Destination: a DSN, or a file path for SQLite (never the source).")
 @click.option("--from", "from_target", help="Restore from this offsite target's copy.")
 @click.option("--force", is_flag=True, help="Restore even though the destination is not empty.")
+@click.option("--replace-source", is_flag=True,
+              help="Emergency: restore into the policy's own source (production) database, replacing it.")
+@click.option("--yes", is_flag=True, help="With --replace-source: do not ask (needed without a terminal).")
 @pass_ctx
 @handles_errors
-def restore(obj, system, backup_id, dsn, from_target, force):
+def restore(obj, system, backup_id, dsn, from_target, force, replace_source, yes):
     """Emergency restore of SYSTEM's backup into a real destination (refuses non-empty without --force)."""
     from .actions.restore import run_restore
 
     ctx = _context(obj)
-    rec = run_restore(ctx, ctx.policy(system), backup_id=backup_id, dsn=dsn, from_target=from_target, force=force)
+    policy = ctx.policy(system)
+    if replace_source:
+        if dsn:
+            raise ConfigError("--replace-source restores into the policy's own source; do not also pass --to")
+        where = get_source_label(policy)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"--replace-source would replace the production database {where} of {system}; "
+                                  "without a terminal to confirm on, pass --yes as well")
+            click.echo(f"This REPLACES the production database {where} of system {system} with backup "
+                       f"{backup_id or '(the newest)'}. Everything written since that backup is lost.", err=True)
+            typed = click.prompt(f"Type the system name ({system}) to confirm", default="", show_default=False,
+                                 err=True)
+            if typed.strip() != system:
+                raise ConfigError("not confirmed; nothing was changed")
+    elif not dsn:
+        raise ConfigError("name the destination with --to DSN (or, in an emergency, --replace-source)")
+    rec = run_restore(ctx, policy, backup_id=backup_id, dsn=dsn, from_target=from_target, force=force,
+                      replace_source=replace_source)
     click.echo(f"restored {system}/{rec['backup_id']} into {rec['destination']} in {rec['seconds']:.1f}s; "
                f"fingerprints {rec['fingerprints']}; recorded as ledger record {rec['seq']}")
+
+
+def get_source_label(policy) -> str:
+    """How a confirmation names the production database (the engine's own description, without secrets)."""
+    from .engines import get_engine
+
+    return get_engine(policy.engine).describe_source(policy)
 
 
 @cli.command()

@@ -46,6 +46,7 @@ _HISTORY = ["tests/test_history.py", "--deselect", "tests/test_history.py::test_
 
 # module -> the tests that must kill its mutants: pure unit tests only (no CLI runs), each run well under 5 s
 MODULES: dict[str, list[str]] = {
+    "backupkit/keyed.py": ["tests/test_units_keyed.py"],
     "backupkit/verdict.py": ["tests/test_decisions.py", "tests/test_postgres_units.py"],
     "backupkit/expect.py": ["tests/test_decisions.py", "tests/test_units_expect.py"],
     "backupkit/retention.py": ["tests/test_decisions.py", *_HISTORY, "tests/test_units_retention.py"],

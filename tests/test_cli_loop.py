@@ -18,7 +18,7 @@ def test_backup_verify_drill_status_evidence(workspace):
     assert json.loads(row[3])["manifest_sha256"] == hashlib.sha256((bdir / MANIFEST).read_bytes()).hexdigest()
     # the offsite copy exists, complete, and no partial files linger
     files = sorted(p.name for p in (workspace.offsite / "demo-lis" / bdir.name).iterdir())
-    assert files == ["data.zst.age", "manifest.json", "manifest.sig"]
+    assert files == ["data.zst.age", "fpkey.zst.age", "manifest.json", "manifest.sig"]
     assert (workspace.offsite / "_ledger" / "ledger.db").exists()
 
     assert "0 failed" in workspace.ok("verify", "--deep").out

@@ -178,3 +178,68 @@ def test_ledger_annotate_refuses_unknown_system_or_subject(workspace):
     workspace.ok("drill", "demo-lis")
     drill_id = workspace.ledger_rows("drill")[-1][2]
     workspace.ok("ledger", "annotate", "demo-lis", "reviewed by 张工", "--kind", "review", "--subject", drill_id)
+
+
+def test_emergency_restore_into_the_source_needs_its_own_flag_and_a_confirmation(workspace):
+    import sqlite3
+    import subprocess
+    import sys
+
+    workspace.ok("backup", "demo-lis", "--no-copy")
+    (bdir,) = workspace.backups()
+    db = sqlite3.connect(workspace.db)
+    db.execute("DELETE FROM patients")  # production is damaged
+    db.commit()
+    db.close()
+    r = workspace.run("restore", "demo-lis", "--to", str(workspace.db), "--force")
+    assert r.code == 2 and "is the source database" in r.err and "--replace-source" in r.err, r
+    r = workspace.run("restore", "demo-lis", "--replace-source")  # no terminal, no --yes
+    assert r.code == 2 and "pass --yes" in r.err and str(workspace.db) in r.err, r
+    # on a terminal, a wrong answer changes nothing
+    p = subprocess.run(["script", "-qec", f"{sys.executable} -m backupkit.cli restore demo-lis --replace-source",
+                        "/dev/null"], input="nope\n", env=workspace.env(), capture_output=True, text=True, timeout=120)
+    assert "REPLACES the production database" in p.stdout and "not confirmed" in p.stdout, p.stdout
+    assert _patients(workspace.db) == 0
+    r = workspace.ok("restore", "demo-lis", "--replace-source", "--yes")
+    assert "the source database (production)" in r.out
+    assert _patients(workspace.db) > 0
+    body = json.loads(workspace.ledger_rows("restore")[-1][3])
+    assert body["replaced_source"] is True and body["fingerprints"] == "match"
+
+
+def _patients(path) -> int:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:  # closed: an open handle blocks restore --force
+        return db.execute("SELECT count(*) FROM patients").fetchone()[0]
+
+
+def test_bad_or_empty_evidence_periods_are_refused(workspace, tmp_path):
+    workspace.ok("backup", "demo-lis")
+    r = workspace.run("evidence", "export", "--since", "2026-03-01", "--until", "2026-02-01", "--out", str(tmp_path / "a"))
+    assert r.code == 2 and "before --since" in r.err, r
+    r = workspace.run("evidence", "export", "--since", "2001-01-01", "--until", "2001-12-31", "--out", str(tmp_path / "b"))
+    assert r.code == 2 and "no ledger record falls between" in r.err, r
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_init_into_a_directory_it_cannot_write_is_a_one_line_error(workspace, tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    r = _without_dac(workspace, "init", str(locked / "bk"))
+    assert r.code == 2 and str(locked) in r.err and "permission denied" in r.err.lower(), r
+    assert "internal error" not in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_ids_are_never_cut_and_sizes_say_what_they_count(workspace):
+    r = workspace.ok("backup", "demo-lis")
+    (bid,) = [p.name for p in workspace.backups()]
+    assert bid in r.out and ("kB encrypted" in r.out or "MB encrypted" in r.out), r
+    out = workspace.ok("list").out
+    assert bid in out and "offsite: offsite" in out and "drill: never" in out, out
+    r = workspace.ok("prune", "--dry-run")
+    assert f"keep    {bid}  newest" in r.out, r

@@ -312,3 +312,38 @@ def test_restore_force_refuses_while_the_database_is_open(workspace, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- keyed fingerprints -----------------------------------------------------------------------------------------
+
+def test_a_manifest_does_not_confirm_a_guess_about_a_small_table(workspace, tmp_path):
+    from backupkit.engines.sqlite import table_fingerprints
+
+    db = sqlite3.connect(workspace.db)
+    db.execute("CREATE TABLE diagnosis (patient_id INTEGER, hiv_positive INTEGER)")
+    db.execute("INSERT INTO diagnosis VALUES (1, 1)")
+    db.commit()
+    db.close()
+    workspace.ok("backup", "demo-lis", "--no-copy")
+    (bdir,) = workspace.backups()
+    manifest = json.loads((bdir / "manifest.json").read_text())
+    stored = manifest["fingerprints"]["diagnosis"]
+    assert stored["rows"] == 1  # sizes stay visible
+    for guess in (0, 1):  # whoever holds the manifest but no key tries both answers
+        g = sqlite3.connect(tmp_path / f"guess{guess}.sqlite")
+        g.execute("CREATE TABLE diagnosis (patient_id INTEGER, hiv_positive INTEGER)")
+        g.execute("INSERT INTO diagnosis VALUES (1, ?)", (guess,))
+        g.commit()
+        assert table_fingerprints(g, "full")["diagnosis"]["hash"] != stored["hash"]
+    assert manifest["fingerprint_key"]["stream"] == "fpkey"
+    workspace.ok("drill", "demo-lis")  # the drill recovers the key and still proves every table
+
+
+def test_a_damaged_fingerprint_key_stream_fails_the_drill(workspace):
+    workspace.ok("backup", "demo-lis", "--no-copy")
+    (bdir,) = workspace.backups()
+    with open(bdir / "fpkey.zst.age", "r+b") as f:
+        f.seek(-20, os.SEEK_END)
+        f.write(b"\0" * 4)
+    r = workspace.run("drill", "demo-lis")
+    assert r.code == 3 and "fpkey" in r.out + r.err, r

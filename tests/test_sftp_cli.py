@@ -36,8 +36,8 @@ def test_sftp_round_trip_backup_verify_drill_from_offsite(workspace, sshd):
     workspace.ok("backup", "demo-lis")
     (bdir,) = workspace.backups()
     there = remote / "demo-lis" / bdir.name
-    assert sorted(p.name for p in there.iterdir()) == ["data.zst.age", "manifest.json", "manifest.sig"]
-    assert (remote / "_ledger" / "ledger.db").exists()  # the offsite site alone can audit
+    assert sorted(p.name for p in there.iterdir()) == ["data.zst.age", "fpkey.zst.age", "manifest.json", "manifest.sig"]
+    assert (remote / "_ledger" / "ledger.db").exists() and (remote / "_ledger" / "head").exists()  # the DR site alone can audit
     (c,) = copies(workspace)
     assert c["status"] == "ok" and c["files"][0]["verify"] == "remote-sha256sum"
     assert "0 failed" in workspace.ok("verify", "--target", "offsite-sftp").out

@@ -7,6 +7,7 @@ policy's targets (``copy`` records). Returns one outcome per system.
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import time
@@ -21,7 +22,9 @@ from ..errors import BackupkitError, JobFailed
 from ..manifest import write_manifest
 from ..policy import Policy
 from ..repository import new_backup_id
+from ..evidence import policystore
 from ..failpoint import failpoint
+from ..keyed import KEY_STREAM, encode_key, keyed, manifest_note, new_key
 from .copy import copy_backup
 from .reconcile import backup_record_body, reconcile
 
@@ -53,7 +56,7 @@ def _raise_terminated(signum, frame):
 
 
 def build_manifest(ctx: Context, policy: Policy, *, backup_id: str, result, streams, started: datetime,
-                   finished: datetime, trigger: str, planned: str | None) -> dict:
+                   finished: datetime, trigger: str, planned: str | None, fp_key: bytes) -> dict:
     return {
         "format": FORMAT_VERSION,
         "tool": ctx.tool,
@@ -77,7 +80,8 @@ def build_manifest(ctx: Context, policy: Policy, *, backup_id: str, result, stre
         "artifact_bytes": sum(s.artifact_bytes for s in streams),
         "recipients": [r.id for r in ctx.recipients],
         "fingerprint_mode": policy.drill.fingerprint,
-        "fingerprints": result.fingerprints,
+        "fingerprints": keyed(result.fingerprints, fp_key),
+        "fingerprint_key": manifest_note(),
         "details": result.details,
         "retention": {"class": policy.retention.retention_class},
         "signer": ctx.signer.id,
@@ -132,8 +136,11 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                     sink.on_bytes = advance
                     result = engine.dump(policy=policy, sink=sink)
                 finished = datetime.now(timezone.utc)
+                fp_key = new_key()  # keyed fingerprints: the key travels only inside the encrypted artifact
+                sink.write_stream(KEY_STREAM, io.BytesIO(encode_key(fp_key)))
                 manifest = build_manifest(ctx, policy, backup_id=backup_id, result=result, streams=sink.streams,
-                                          started=started, finished=finished, trigger=trigger, planned=planned)
+                                          started=started, finished=finished, trigger=trigger, planned=planned,
+                                          fp_key=fp_key)
                 manifest_bytes = write_manifest(staging, manifest, signer)
                 failpoint("backup-before-commit")
                 ref = repo.commit(staging, policy.system, backup_id)
@@ -154,6 +161,11 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
                 raise JobFailed(f"system {policy.system}: backup interrupted ({why}); nothing was recorded") from None
             ctx.ledger.append(signer, kind="backup", policy=policy.system, subject=backup_id,
                               body=backup_record_body(manifest, manifest_bytes, ref))
+            try:  # the policy version this backup cites, for the evidence bundle (evidence/policystore.py)
+                policystore.remember(ctx.config.ledger, [policy])
+            except OSError as e:
+                logger.warning("system %s: could not keep a copy of policy version %s: %s", policy.system,
+                               policy.content_sha256[:12], e)
             logger.info("system %s: backup %s committed (%d bytes)", policy.system, backup_id, manifest["artifact_bytes"])
             return ref, manifest
     finally:

@@ -37,6 +37,7 @@ from ..verdict import Verdict, compare_fingerprints, drill_verdict
 from ..failpoint import failpoint
 from ..files import create_private
 from ..history import History
+from ..keyed import KEY_STREAM, decode_key, keyed
 from ..workdir import WorkDir
 from .cleanup import clean, stop_servers
 from ..names import check_backup_id
@@ -354,6 +355,7 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
     failpoint("drill-after-verify")
     source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
                          recipient_ids=manifest["recipients"])
+    fp_key = fingerprint_key(source, manifest, what)
     cm = engine.scratch(policy=policy, workdir=work / "scratch")
     scratch = tl.run("provision", cm.__enter__)
     scratch.manifest = manifest  # engines recreate the database as recorded (encoding, locale, settings)
@@ -371,7 +373,7 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
         failpoint("drill-after-restore")
         if after_restore is not None:
             after_restore(engine, scratch)
-        tl.run("checks", _checks, engine, scratch, policy, manifest, state["checks"])
+        tl.run("checks", _checks, engine, scratch, policy, manifest, state["checks"], fp_key)
         state["rto_end"] = time.monotonic()
     except BaseException as e:
         t0 = time.monotonic()
@@ -383,8 +385,25 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
     record["teardown"] = scratch.teardown_proof
 
 
-def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict]) -> None:
-    checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
+def fingerprint_key(source, manifest: dict, what: str) -> bytes | None:
+    """The backup's fingerprint key, decrypted from its own stream (keyed.py); None for older manifests."""
+    note = manifest.get("fingerprint_key")
+    if not note:
+        return None
+    try:
+        return decode_key(source.read_small(note.get("stream", KEY_STREAM)))
+    except (KeyError, ValueError) as e:
+        raise VerificationFailed(f"{what}: its fingerprint key stream is missing or malformed ({e}); "
+                                 "the backup cannot be proven") from None
+
+
+def restored_fingerprints(engine, scratch, manifest: dict, fp_key: bytes | None) -> dict:
+    """The restored copy's fingerprints, computed as the manifest's were and keyed the same way."""
     actual = engine.fingerprints(scratch=scratch, mode=manifest["fingerprint_mode"], like=manifest["fingerprints"])
-    checks += compare_fingerprints(manifest["fingerprints"], actual)
+    return keyed(actual, fp_key) if fp_key is not None else actual
+
+
+def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict], fp_key: bytes | None = None) -> None:
+    checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
+    checks += compare_fingerprints(manifest["fingerprints"], restored_fingerprints(engine, scratch, manifest, fp_key))
     checks += run_assertions(engine, scratch, policy, _backup_time(manifest))

@@ -61,13 +61,14 @@ def checked_source(engine: str | None, source_db: Path | None, dsn: str | None) 
         name = str(ep.params.get("dbname") or "pg").lower().replace("_", "-")
         return {"dsn": dsn}, _generic_assertions("postgres"), name
     if engine == "sqlite" and source_db is not None:
+        import contextlib
         import sqlite3
 
         path = source_db.absolute()
         if not path.is_file():
             raise ConfigError(f"init --source {path}: no such file; name the SQLite database to protect")
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"init --source {path}: not a SQLite database ({e})") from None

@@ -16,11 +16,11 @@ from ..engines import get_engine
 from ..errors import ConfigError, VerificationFailed
 from ..policy import Policy
 from ..verdict import compare_fingerprints
-from .drill import TimedSource, check_artifacts, check_identity, fetch_from_target, pick_local, scratch_workdir
+from .drill import TimedSource, fingerprint_key, restored_fingerprints, check_artifacts, check_identity, fetch_from_target, pick_local, scratch_workdir
 
 
-def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str, from_target: str | None,
-                force: bool) -> dict:
+def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str | None, from_target: str | None,
+                force: bool, replace_source: bool = False) -> dict:
     engine = get_engine(policy.engine)
     wd = scratch_workdir(ctx, kind="restore", system=policy.system, ident=f"restore-{policy.system}")
     work = wd.path
@@ -31,28 +31,29 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
         what = f"backup {policy.system}/{picked.backup_id}"
         manifest = check_artifacts(ctx, picked, what)
         check_identity(ctx, manifest, what)
-        with engine.restore_target(policy=policy, dsn=dsn) as dest:
+        with engine.restore_target(policy=policy, dsn=dsn, replace_source=replace_source) as dest:
             dest.manifest = manifest  # engines apply the recorded database settings and compare them
             if not engine.is_empty(scratch=dest):
-                if not force:
+                if not (force or replace_source):
                     raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
                 dest.replace_existing = True
             source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
                                  recipient_ids=manifest["recipients"])
+            fp_key = fingerprint_key(source, manifest, what)
             engine.restore(policy=policy, scratch=dest, source=source)
-            checks = compare_fingerprints(manifest["fingerprints"],
-                                          engine.fingerprints(scratch=dest, mode=manifest["fingerprint_mode"],
-                                                              like=manifest["fingerprints"]))
+            checks = compare_fingerprints(manifest["fingerprints"], restored_fingerprints(engine, dest, manifest, fp_key))
             destination = dest.info
     finally:
         shutil.rmtree(work, ignore_errors=True)
         wd.close()
     bad = [c for c in checks if c["status"] != "passed"]
     body = {"backup_id": picked.backup_id, "copy": picked.copy, "destination": destination, "forced": force,
+            "replaced_source": replace_source,
             "seconds": round(time.monotonic() - t0, 3), "checks": checks,
             "fingerprints": "match" if not bad else "MISMATCH", "operator": ctx.operator,
             "finished": datetime.now(timezone.utc).isoformat()}
     rec = ctx.ledger.append(ctx.signer, kind="restore", policy=policy.system, subject=picked.backup_id, body=body)
+    where = "the source database (production)" if replace_source else dsn
     if bad:
-        raise VerificationFailed(f"restore of {what} into {dsn}: {bad[0]['detail']}")
-    return {**body, "destination": dsn, "seq": rec.seq}
+        raise VerificationFailed(f"restore of {what} into {where}: {bad[0]['detail']}")
+    return {**body, "destination": where, "seq": rec.seq}

@@ -109,11 +109,13 @@ class Scratch:
 class RestoreTargetMixin:
     """Optional engine verbs for a real emergency restore (``backupkit restore --to``)."""
 
-    def restore_target(self, *, policy, dsn: str) -> contextlib.AbstractContextManager[Scratch]:
+    def restore_target(self, *, policy, dsn: str | None,
+                       replace_source: bool = False) -> contextlib.AbstractContextManager[Scratch]:
         """Open the operator-named destination ``dsn`` as a Scratch of kind "target".
 
         Nothing is torn down on exit. Raise ConfigError if it resolves to the
-        policy's source.
+        policy's source, unless ``replace_source`` (then the destination *is* the
+        policy's source, and ``dsn`` is ignored: an emergency restore into production).
         """
         from ..errors import ConfigError
 

@@ -411,12 +411,17 @@ class PostgresEngine(Engine):
     # ---- restore target (backupkit restore --to) ---------------------------------------------
 
     @contextlib.contextmanager
-    def restore_target(self, *, policy, dsn: str) -> Iterator[Scratch]:
+    def restore_target(self, *, policy, dsn: str | None, replace_source: bool = False) -> Iterator[Scratch]:
         """Given the operator's ``--to`` DSN, refuse the source, check the database is reachable
-        and yield it as a Scratch of kind "target" (never torn down)."""
+        and yield it as a Scratch of kind "target" (never torn down). With ``replace_source`` the
+        destination is the policy's own source database (an emergency restore into production)."""
         what = f"policy {policy.system}: restore target"
-        target = dsn_endpoint(dsn, what=what)
-        checked = self._refuse_source(policy, target, what)
+        if replace_source:
+            target = source_endpoint(policy, with_password=True)
+            checked = {"replace_source": "the operator chose to replace the source database"}
+        else:
+            target = dsn_endpoint(dsn, what=what)
+            checked = self._refuse_source(policy, target, what)
         with connect(target, what=what) as conn:
             major, superuser, createrole = conn.execute(
                 "SELECT current_setting('server_version_num')::int / 10000, rolsuper, rolcreaterole "

@@ -251,10 +251,15 @@ class SqliteEngine(Engine):
     # ---- real restore ----------------------------------------------------
 
     @contextlib.contextmanager
-    def restore_target(self, *, policy, dsn: str) -> Iterator[Scratch]:
-        """The destination file of a real restore; overwriting a live file needs --force (non-empty check)."""
-        path = Path(dsn).expanduser().absolute()
-        yield Scratch(kind="target", info={"path": str(path)}, handle=path)
+    def restore_target(self, *, policy, dsn: str | None, replace_source: bool = False) -> Iterator[Scratch]:
+        """The destination file of a real restore; overwriting a live file needs --force (non-empty check).
+        The source file itself is refused unless ``replace_source``."""
+        src = self._source_path(policy).resolve()
+        path = src if replace_source else Path(str(dsn)).expanduser().absolute()
+        if not replace_source and path.resolve() == src:
+            raise ConfigError(f"policy {policy.system}: restore target {path} is the source database; a restore never "
+                              "writes into production unless you pass --replace-source (see docs/operations.md)")
+        yield Scratch(kind="target", info={"path": str(path), "replaces_source": replace_source}, handle=path)
 
     def is_empty(self, *, scratch: Scratch) -> bool:
         path: Path = scratch.handle

@@ -167,6 +167,9 @@ def export(ctx: Context, *, since: str | None, until: str | None, systems: list[
     end = i18n.day_start(last_day + timedelta(days=1), tz) if last_day else None
     everything = list(ctx.ledger.records())
     records = period_segment(everything, start.isoformat() if start else None, end.isoformat() if end else None)
+    if not records and (first_day or last_day):
+        raise ConfigError(f"no ledger record falls between {first_day or 'the start'} and {last_day or 'today'} "
+                          f"(days in {tz}); check --since and --until")
     today = now.astimezone(tz).date()
     if start is None:
         start = i18n.day_start(min(i18n.local_day(records[0].time, tz), today) if records else today, tz)
