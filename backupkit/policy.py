@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
+from .engines.oracle_config import OracleScratch, OracleSource, check_endpoint
 
 TIERS = {"30m": timedelta(minutes=30), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 
@@ -45,7 +47,15 @@ class Source(_Strict):
     database: str | None = None
     password_file: Path | None = None
     password_env: str | None = None  # name of an environment variable holding the password
+    socket: Path | None = None  # mariadb: the server's Unix socket (instead of host/port)
     options: dict[str, Any] = Field(default_factory=dict)  # engine-specific extras
+    oracle: OracleSource | None = None  # engine oracle: schema, DIRECTORY, thin/thick mode (docs/oracle.md)
+
+    @model_validator(mode="after")
+    def _oracle_endpoint(self) -> "Source":
+        check_endpoint("Source", dsn=self.dsn, client=self.oracle, password_file=self.password_file,
+                       password_env=self.password_env)
+        return self
 
     @field_validator("dsn")
     @classmethod
@@ -82,6 +92,13 @@ class ScratchSpec(_Strict):
     dsn: str | None = None
     password_file: Path | None = None
     password_env: str | None = None
+    oracle: OracleScratch | None = None  # engine oracle: admin user, DIRECTORY, tablespace (docs/oracle.md)
+
+    @model_validator(mode="after")
+    def _oracle_endpoint(self) -> "ScratchSpec":
+        check_endpoint("ScratchSpec", dsn=self.dsn, client=self.oracle, password_file=self.password_file,
+                       password_env=self.password_env)
+        return self
 
 
 class Assertion(_Strict):
@@ -123,6 +140,22 @@ class Policy(_Strict):
     # Set by the loader, not by the YAML.
     file: Path | None = Field(None, exclude=True)
     content_sha256: str = Field("", exclude=True)
+
+    @field_validator("source")
+    @classmethod
+    def _engine_source(cls, v: Source, info: ValidationInfo) -> Source:
+        from .engines import validate_source
+
+        validate_source(info.data.get("engine"), v)  # engines that declare their own source rules
+        return v
+
+    @field_validator("drill")
+    @classmethod
+    def _engine_scratch(cls, v: DrillSpec, info: ValidationInfo) -> DrillSpec:
+        from .engines import validate_scratch
+
+        validate_scratch(info.data.get("engine"), v.scratch)
+        return v
 
     @field_validator("controls")
     @classmethod

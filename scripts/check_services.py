@@ -3,7 +3,7 @@
 import socket
 import sys
 
-NEEDED = {"PostgreSQL": ("127.0.0.1", 5432)}
+NEEDED = {"PostgreSQL": ("127.0.0.1", 5432), "MariaDB": ("127.0.0.1", 3306)}
 bad = []
 for name, (host, port) in NEEDED.items():
     try:

@@ -47,7 +47,9 @@ _HISTORY = ["tests/test_history.py", "--deselect", "tests/test_history.py::test_
 # module -> the tests that must kill its mutants: pure unit tests only (no CLI runs), each run well under 5 s
 MODULES: dict[str, list[str]] = {
     "backupkit/keyed.py": ["tests/test_units_keyed.py"],
-    "backupkit/verdict.py": ["tests/test_decisions.py", "tests/test_postgres_units.py"],
+    "backupkit/verdict.py": ["tests/test_decisions.py", "tests/test_postgres_units.py", "tests/test_pg_units.py",
+                             "tests/test_units_verdict.py"],
+    "backupkit/evidence/rules.py": ["tests/test_evidence_rules.py", "tests/test_units_rules.py"],
     "backupkit/expect.py": ["tests/test_decisions.py", "tests/test_units_expect.py"],
     "backupkit/retention.py": ["tests/test_decisions.py", *_HISTORY, "tests/test_units_retention.py"],
     "backupkit/due.py": ["tests/test_decisions.py", "tests/test_units_due.py", *_CLOCK_DUE],
@@ -56,7 +58,7 @@ MODULES: dict[str, list[str]] = {
     "backupkit/anchor.py": [*_HISTORY, "tests/test_units_anchor.py"],
     "backupkit/ledger.py": [*_HISTORY, "tests/test_ledger_units.py"],
     "backupkit/manifest.py": ["tests/test_manifest_units.py"],
-    "backupkit/evidence/verify.py": ["tests/test_clock.py", "-k", "meta or evidence"],
+    "backupkit/evidence/verify.py": ["tests/test_units_evidence_verify.py"],
     "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS],
 }
 

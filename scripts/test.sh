@@ -17,6 +17,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)          # evidence r
 fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-noto-cjk)
 command -v pdfinfo >/dev/null 2>&1 || missing+=(poppler-utils)     # page size and page numbers of printed reports
 command -v localedef >/dev/null 2>&1 && [ -d /usr/share/i18n/locales ] || missing+=(locales)
+# MariaDB engine: client tools (dump and restore), the server for ephemeral scratch servers, mariadb-backup
+command -v mariadb-dump >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } && command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v mariadb-backup >/dev/null 2>&1 || missing+=(mariadb-backup)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -qq

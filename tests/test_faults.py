@@ -311,7 +311,8 @@ def test_repository_disk_full_records_nothing_as_good(workspace):
     assert "0 failed" in workspace.ok("verify", "--deep").out
 
 
-def test_engine_not_yet_implemented_is_a_clear_config_error(workspace):
+def test_an_incomplete_engine_policy_is_a_clear_config_error_at_load(workspace):
     workspace.edit_policy(lambda p: p.update(engine="oracle", source={"dsn": "his-db/HISPDB"}))
     r = workspace.run("backup", "demo-lis")
-    assert r.code == 2 and "engine oracle is not implemented" in r.err, r
+    assert r.code == 2 and str(workspace.policy_file()) in r.err and "field 'source" in r.err, r
+    assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1

@@ -19,7 +19,14 @@ from psycopg import sql
 from backupkit.actions.drill import run_drill
 from backupkit.artifact import DirectorySink
 from backupkit.context import Context
-from backupkit.engines.pg_fingerprint import legacy_fingerprints
+from backupkit.engines.pg_fingerprint import (
+    Catalog,
+    column_plan,
+    entry_key,
+    fingerprints as relation_fingerprints,
+    legacy_fingerprints,
+    set_fingerprint_session,
+)
 from backupkit.engines.pg_conn import connect, Endpoint
 from backupkit.engines.postgres import PostgresEngine
 from backupkit.errors import JobFailed
@@ -175,7 +182,7 @@ def test_correct_restore_passes_every_feature(workspace, databases, mode, scratc
     (bdir,) = ws.backups("his")
     manifest = json.loads((bdir / "manifest.json").read_text())
     fp = manifest["fingerprints"]
-    assert manifest["details"]["fingerprint_format"] == 2 and manifest["details"]["fingerprint_keys"] == "quoted"
+    assert manifest["details"]["fingerprint_format"] == 3 and manifest["details"]["fingerprint_keys"] == "quoted"
     assert fp['a."b.c"']["rows"] == 5 and fp['"a.b".c']["rows"] == 5  # quoted keys never collide
     assert fp["public.visits"]["kind"] == "partitioned table" and fp["public.visits"]["rows"] == 400
     assert sum(fp["public.visits"]["info"]["leaf_rows"].values()) == 400
@@ -189,7 +196,9 @@ def test_correct_restore_passes_every_feature(workspace, databases, mode, scratc
     assert ["postgres", "work_mem=8MB"] in fp["database"]["role_settings"]
     if mode == "full":
         assert set(fp["public.patients"]["text"]) == {"email", "code", "kind"}  # citext, ci collation, enum
-        assert set(fp["public.lab_results"]["text"]) == {"value", "ratio", "stay", "extra", "source"}
+        assert set(fp["public.lab_results"]["text"]) == {"ratio", "extra", "source"}  # float, jsonb, regclass
+        assert fp["public.lab_results"]["send"] == [["value", "numeric_send"], ["stay", "interval_send"]]
+        assert fp["public.lab_results"]["method"] == "row64" and len(fp["public.lab_results"]["hash"]) > 0
     r = ws.run("drill", "his", "--json")
     rec = json.loads(r.out)
     assert r.code == 0 and rec["verdict"] == "passed", rec["deviations"]
@@ -210,6 +219,10 @@ CHANGES = [
     ("citext case", ["UPDATE patients SET email = 'wang@example.org' WHERE id = 1"], "fingerprint public.patients", "public.patients", "database"),
     ("case-insensitive collation", ["UPDATE patients SET code = 'abc' WHERE id = 1"], "fingerprint public.patients", "public.patients", "database"),
     ("regclass", ["UPDATE lab_results SET source = 'visits' WHERE id = 1"], "fingerprint public.lab_results", "public.lab_results", "database"),
+    ("numeric NaN", ["UPDATE lab_results SET value = 'NaN' WHERE id = 3"], "fingerprint public.lab_results", "public.lab_results", "ephemeral"),
+    # every column binary: the row hash must bind a row's columns (a linear record hash sum would not see this)
+    ("values swapped between rows", ["UPDATE notes SET body = CASE id WHEN 1 THEN 'note 2' ELSE 'note 1' END WHERE id IN (1, 2)"],
+     "fingerprint public.notes", "public.notes", "ephemeral"),
     ("partition rows", ["DELETE FROM visits WHERE id = 7"], "fingerprint public.visits", "partitioned table public.visits", "database"),
     ("colliding key", ['DELETE FROM "a.b".c'], 'fingerprint "a.b".c', '"a.b".c', "database"),
     ("large object unlinked", ["SELECT lo_unlink(min(oid)) FROM pg_largeobject_metadata"], "fingerprint large objects", "count", "database"),
@@ -398,3 +411,61 @@ def test_format_1_manifests_keep_verifying(databases, age_keys, dump_dir, tmp_pa
         bad = [c for c in compare_fingerprints(old, engine.fingerprints(scratch=scratch, mode="full", like=old))
                if c["status"] == "failed"]
         assert [c["name"] for c in bad] == ["fingerprint public.patients"] and "rows=2" in bad[0]["detail"]
+
+
+FORMAT_3_LAB_SQL = """SELECT count(*), coalesce(sum(hashtextextended(ROW(t.r)::text,
+    hash_record_extended(ROW(t.id, t.note, numeric_send(t.v), interval_send(t.stay)), 0))), 0) FROM ONLY public.lab AS t"""
+FORMAT_2_LAB_SQL = """SELECT count(*),
+    coalesce(sum(hashtextextended(ROW(t.v, t.stay, t.r)::text, hash_record_extended(ROW(t.id, t.note), 0))), 0),
+    coalesce(sum(hashtextextended(ROW(t.v, t.stay, t.r)::text, hash_record_extended(ROW(t.id, t.note), 1))), 0)
+    FROM ONLY public.lab AS t"""
+
+
+def test_format_3_is_plain_sql_and_format_2_manifests_keep_verifying(databases, age_keys, dump_dir, tmp_path):
+    """Format 3 hashes are what docs/format.md's SQL gives; a manifest written in format 2 (method
+    "columns", two seeds, numeric and interval by text) is recomputed with its own method and matches;
+    both catch a numeric scale change, and format 3 also sees values swapped between rows."""
+    db = create_db("bk_fid_v2", "")
+    databases.append(db)
+    pg_exec(db, "CREATE TABLE lab (id int PRIMARY KEY, v numeric, stay interval, note text, r float8)",
+            "INSERT INTO lab VALUES (1, 1.50, '1 day', 'a', '-0'), (2, NULL, NULL, NULL, NULL), "
+            "(3, 'NaN', '24 hours', 'b', 'NaN'), (4, '-Infinity', '-1 mon 2 days', '', 'Infinity')",
+            "CREATE TABLE pairs (id int, name text)", "INSERT INTO pairs VALUES (1, 'a'), (2, 'b')")
+    engine = PostgresEngine()
+    policy = make_policy(source={"dsn": pg_dsn(db)}, drill={"fingerprint": "full"})
+    sink = DirectorySink(dump_dir(), age_keys.recipients)
+    result = engine.dump(policy=policy, sink=sink)
+    new = result.fingerprints
+    assert result.details["fingerprint_format"] == 3
+    assert new["public.lab"]["send"] == [["v", "numeric_send"], ["stay", "interval_send"]]
+    with connect(Endpoint({"host": SRC["host"], "port": str(SRC["port"]), "user": "postgres", "dbname": db}),
+                 what="test") as conn:
+        set_fingerprint_session(conn)
+        n, s = conn.execute(FORMAT_3_LAB_SQL).fetchone()
+        assert new["public.lab"]["rows"] == n == 4 and new["public.lab"]["hash"] == f"{int(s) % (1 << 64):016x}"
+        # what the previous version wrote: format 2 entries (method "columns")
+        cat = Catalog(conn)
+        plans = {entry_key(r): column_plan(cat.columns[r["oid"]], cat.domains, method="columns")
+                 for r in cat.relations if r["relkind"] == "r"}
+        old_tables = relation_fingerprints(conn, "full", side="source", like=plans)
+        n, s0, s1 = conn.execute(FORMAT_2_LAB_SQL).fetchone()
+    assert old_tables["public.lab"]["method"] == "columns" and old_tables["public.lab"]["text"] == ["v", "stay", "r"]
+    assert old_tables["public.lab"]["hash"] == f"{int(s0) % (1 << 64):016x}{int(s1) % (1 << 64):016x}"
+    old = {**new, **{k: v for k, v in old_tables.items() if k in plans}}
+    old_details = {**result.details, "fingerprint_format": 2}
+    with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
+        scratch.manifest = {"fingerprints": old, "details": old_details}
+        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        assert engine.fingerprints(scratch=scratch, mode="full", like=old) == old
+        assert engine.fingerprints(scratch=scratch, mode="full", like=new) == new
+        with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
+            conn.execute("UPDATE pairs SET name = CASE id WHEN 1 THEN 'b' ELSE 'a' END")
+        bad = [c["name"] for c in compare_fingerprints(new, engine.fingerprints(scratch=scratch, mode="full", like=new))
+               if c["status"] == "failed"]
+        assert bad == ["fingerprint public.pairs"]
+        with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
+            conn.execute("UPDATE lab SET v = 1.5 WHERE id = 1")
+        for like in (old, new):
+            bad = [c["name"] for c in compare_fingerprints(like, engine.fingerprints(scratch=scratch, mode="full", like=like))
+                   if c["status"] == "failed"]
+            assert "fingerprint public.lab" in bad

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from backupkit.engines.pg_archive import _NeedMore, parse_toc
-from backupkit.engines.pg_fingerprint import column_plan, is_legacy, row_hash_sql
+from backupkit.engines.pg_fingerprint import column_plan, content_sql, is_legacy, recorded_plan, row64_sql, row_hash_sql
+from backupkit.errors import JobFailed
 from backupkit.engines.pg_schema import (
     create_database_sql,
     properties_statements,
@@ -31,9 +32,9 @@ ENUM, CITEXT, INT4_ARRAY, REGCLASS = 90001, 90002, 1007, 2205
     (("a", VARCHAR, 14, False), {}, True, "text"),
     (("a", BPCHAR, 5, True), {}, True, "binary"),  # char(4): always padded
     (("a", BPCHAR, -1, True), {}, True, "text"),  # unbounded bpchar hashes without trailing blanks
-    (("a", NUMERIC, -1, True), {}, True, "text"),  # 1.50 and 1.5 hash alike
-    (("a", FLOAT8, -1, True), {}, True, "text"),  # 0.0 and -0.0 hash alike
-    (("a", INTERVAL, -1, True), {}, True, "text"),  # 1 day and 24 hours hash alike
+    (("a", NUMERIC, -1, True), {}, True, "send"),  # numeric_send keeps the display scale: 1.50 and 1.5 differ
+    (("a", FLOAT8, -1, True), {}, True, "text"),  # 0.0 and -0.0 hash alike; float8send tells NaN payloads apart
+    (("a", INTERVAL, -1, True), {}, True, "send"),  # interval_send keeps units: 1 day and 24 hours differ
     (("a", JSONB, -1, True), {}, True, "text"),
     (("a", ENUM, -1, True), {}, True, "text"),  # hashes the label's OID
     (("a", REGCLASS, -1, True), {}, True, "text"),  # an OID
@@ -42,17 +43,26 @@ ENUM, CITEXT, INT4_ARRAY, REGCLASS = 90001, 90002, 1007, 2205
     (("a", 90010, -1, True), {90010: INT4}, True, "binary"),  # domain over int4
     (("a", 90011, -1, True), {90011: 90010, 90010: INT8}, True, "binary"),  # domain over a domain
     (("a", 90012, -1, True), {90012: BPCHAR}, True, "text"),  # domain over bpchar: typmod unknown
-    (("a", 90013, -1, True), {90013: NUMERIC}, True, "text"),
+    (("a", 90013, -1, True), {90013: NUMERIC}, True, "send"),  # numeric_send(domain value) works
     (("a", INT4, -1, True), {}, False, "text"),  # servers before 14: no hash_record_extended
+    (("a", NUMERIC, -1, True), {}, False, "text"),
 ])
 def test_column_plan(col, domains, allowed, where):
     plan = column_plan([col], domains, binary_allowed=allowed)
-    assert plan[where] == ["a"] and plan["text" if where == "binary" else "binary"] == []
+    assert plan["method"] == "row64"
+    for group in ("binary", "send", "text"):
+        names = [c[0] if group == "send" else c for c in plan[group]]
+        assert names == (["a"] if group == where else [])
 
 
 def test_column_plan_keeps_attnum_order_within_each_group():
-    plan = column_plan([("c", NUMERIC, -1, True), ("a", INT4, -1, True), ("b", TEXT, -1, False), ("d", TEXT, -1, True)], {})
-    assert plan == {"binary": ["a", "d"], "text": ["c", "b"]}
+    cols = [("c", NUMERIC, -1, True), ("a", INT4, -1, True), ("b", TEXT, -1, False), ("d", TEXT, -1, True),
+            ("e", INTERVAL, -1, True), ("f", FLOAT8, -1, True)]
+    assert column_plan(cols, {}) == {"method": "row64", "binary": ["a", "d"],
+                                     "send": [["c", "numeric_send"], ["e", "interval_send"]], "text": ["b", "f"]}
+    # format 2 (recomputed for old manifests): numeric and interval by text, no send group
+    assert column_plan(cols, {}, method="columns") == {"method": "columns", "binary": ["a", "d"],
+                                                       "text": ["c", "b", "e", "f"]}
 
 
 @pytest.mark.parametrize("plan, seed, expected", [
@@ -64,6 +74,49 @@ def test_column_plan_keeps_attnum_order_within_each_group():
 ])
 def test_row_hash_sql(plan, seed, expected):
     assert row_hash_sql(plan, seed).as_string(None) == expected
+
+
+@pytest.mark.parametrize("plan, expected", [
+    ({"binary": ["a", "b"], "send": [], "text": []}, """hashtextextended('', hash_record_extended(ROW(t."a", t."b"), 0))"""),
+    ({"binary": ["a"], "send": [["n", "numeric_send"], ["i", "interval_send"]], "text": ["x", "y"]},
+     'hashtextextended(ROW(t."x", t."y")::text, '
+     'hash_record_extended(ROW(t."a", "numeric_send"(t."n"), "interval_send"(t."i")), 0))'),
+    ({"binary": [], "send": [], "text": ["x"]}, 'hashtextextended(ROW(t."x")::text, 0)'),
+    ({"binary": [], "send": [], "text": []}, "hashtextextended('', 0)"),  # a table without columns
+])
+def test_row64_sql(plan, expected):
+    assert row64_sql({"method": "row64", **plan}).as_string(None) == expected
+
+
+def test_row64_sql_refuses_a_send_function_not_in_the_list():
+    with pytest.raises(JobFailed, match="unknown send column"):
+        row64_sql({"method": "row64", "binary": [], "send": [["a", "pg_sleep"]], "text": []})
+
+
+def test_content_sql_one_sum_for_row64_two_for_columns():
+    from psycopg import sql
+    src = sql.SQL("ONLY {} AS t").format(sql.Identifier("s", "t"))
+    new = content_sql(src, {"method": "row64", "binary": ["a"], "send": [], "text": []}, "full").as_string(None)
+    assert new.count("sum(") == 1 and new.endswith('NULL FROM ONLY "s"."t" AS t')
+    old = content_sql(src, {"method": "columns", "binary": ["a"], "text": []}, "full").as_string(None)
+    assert old.count("sum(") == 2 and ", 1)" in old
+
+
+@pytest.mark.parametrize("like, plan", [
+    (None, None),
+    ({"kind": "table", "rows": 1, "hash": None}, None),  # rows mode
+    ({"kind": "table", "rows": 1, "hash": "h", "method": "columns", "binary": ["a"], "text": ["n"]},
+     {"method": "columns", "binary": ["a"], "text": ["n"]}),  # format 2
+    ({"kind": "table", "rows": 1, "hash": "h", "method": "row64", "binary": ["a"], "send": [["n", "numeric_send"]],
+      "text": []}, {"method": "row64", "binary": ["a"], "send": [["n", "numeric_send"]], "text": []}),
+])
+def test_recorded_plan(like, plan):
+    assert recorded_plan(like) == plan
+
+
+def test_recorded_plan_refuses_an_unknown_method():
+    with pytest.raises(JobFailed, match="unknown fingerprint method"):
+        recorded_plan({"kind": "table", "rows": 1, "hash": "h", "method": "md5", "binary": [], "text": []})
 
 
 @pytest.mark.parametrize("like, legacy", [

@@ -98,24 +98,28 @@ def test_round_trip_full_all_types_and_tamper_detection(pg_source_db, age_keys, 
     fp = result.fingerprints
     assert set(tables(fp)) == TABLES
     assert set(fp) - TABLES == {"sequence lab.results_id_seq", "large objects", "schema", "database"}
-    assert result.details["fingerprint_format"] == 2 and result.details["fingerprint_keys"] == "quoted"
+    assert result.details["fingerprint_format"] == 3 and result.details["fingerprint_keys"] == "quoted"
     assert result.details["sequences_from"] == "archive"
     assert fp["public.events"]["rows"] == 5 and fp["lab.results"]["rows"] == 2000
-    assert fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": "0" * 32, "method": "columns",
-                                        "binary": ["id"], "text": []}
+    assert fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": "0" * 16, "method": "row64",
+                                        "binary": ["id"], "send": [], "text": []}
     assert fp["sequence lab.results_id_seq"] == {"kind": "sequence", "last_value": 2000, "is_called": True}
-    assert all(len(v["hash"]) == 32 for v in tables(fp).values())
-    # binary hash only where it is content-exact and OID-free; numeric, float, interval, jsonb, arrays by text
+    assert all(len(v["hash"]) == 16 for v in tables(fp).values())
+    # binary hash only where it is content-exact and OID-free; numeric and interval by their send form;
+    # float, jsonb, arrays by text
     assert fp["public.patients"]["binary"] == ["id", "name", "note", "photo", "admitted", "born", "active", "uid"]
-    assert fp["public.patients"]["text"] == ["record", "tags", "scores", "balance", "weight", "stay"]
-    assert fp["public.devices"]["text"] == ["config", "loc"] and fp["lab.results"]["text"] == ["value"]
+    assert fp["public.patients"]["send"] == [["balance", "numeric_send"], ["stay", "interval_send"]]
+    assert fp["public.patients"]["text"] == ["record", "tags", "scores", "weight"]
+    assert fp["public.devices"]["text"] == ["config", "loc"] and fp["lab.results"]["text"] == []
+    assert fp["lab.results"]["send"] == [["value", "numeric_send"]]
 
     with engine.scratch(policy=policy, workdir=tmp_path / "drill") as scratch:
         assert scratch.kind == "ephemeral"
         restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
         # the column split recorded in the manifest is honoured: another split gives another hash
-        other = {**fp, "lab.results": {**fp["lab.results"], "binary": ["id", "patient_id"], "text": ["value", "unit"]}}
+        other = {**fp, "lab.results": {**fp["lab.results"], "binary": ["id", "patient_id"], "send": [],
+                                       "text": ["value", "unit"]}}
         forced = engine.fingerprints(scratch=scratch, mode="full", like=other)
         assert forced["lab.results"]["text"] == ["value", "unit"] and forced["lab.results"]["hash"] != fp["lab.results"]["hash"]
         assert forced["lab.results"]["rows"] == fp["lab.results"]["rows"]

@@ -91,6 +91,7 @@ def test_same_database_by_address(a, b, same):
 
 def test_render_hash_is_sum_modulo_2_64():
     assert render_hash(0, 0) == "0" * 32
+    assert render_hash(0) == "0" * 16 and render_hash(-1) == "f" * 16  # format 3 tables: one sum
     assert render_hash(-1, 1) == "f" * 16 + "0" * 15 + "1"
     assert render_hash(1 << 64, 5) == render_hash(0, 5)
 

@@ -3,7 +3,8 @@
 The same functions run on the source (inside the dump's snapshot) and on the
 scratch copy after the restore; equal values prove the restore is complete.
 
-Format 2 (``details.fingerprint_format = 2``, written by this version) covers
+Format 3 (``details.fingerprint_format = 3``, written by this version; format 2
+differs only in the full-mode row hash, see below) covers
 every relation whose contents a restore must bring back, keyed by quoted
 identifiers (``format('%I.%I', schema, name)``, so ``a."b.c"`` and ``"a.b".c``
 never share an entry):
@@ -20,14 +21,24 @@ never share an entry):
   summed order-independently;
 - ``schema`` and ``database`` (pg_schema.py).
 
-``full`` mode hashes every row with two seeded 64-bit hashes and sums them as
-exact numerics modulo 2^64 (order independent, yet duplicate rows count). Each
-column is hashed by content: columns whose type's binary hash is content-exact
-and OID-free (``BINARY_TYPES``) go through ``hash_record_extended``; every
-other column (numeric, float, interval, json/jsonb, enums, reg* types, arrays,
-citext, text under a nondeterministic collation...) through its text output,
-so ``1.50`` and ``1.5`` differ. The split is recorded per table and the drill
-recomputes with the recorded split.
+``full`` mode (format 3, ``method: row64``) hashes every row to one 64-bit value
+and sums those exactly, modulo 2^64 (order independent, yet duplicate rows
+count). Each column is hashed by content: columns whose type's binary hash is
+content-exact and OID-free (``BINARY_TYPES``) go into ``hash_record_extended``
+as they are; numeric and interval go in as their binary send form
+(``numeric_send`` keeps the display scale, ``interval_send`` the units), so
+``1.50`` and ``1.5``, ``1 day`` and ``24 hours`` differ; every other column
+(float, json/jsonb, enums, reg* types, arrays, citext, text under a
+nondeterministic collation...) through its text output. The row's record hash
+then seeds ``hashtextextended`` of the text columns (or of ``''``), which
+binds the columns of a row together: the record hash alone is a linear
+combination of per-column hashes, so its sum over rows could not see values
+swapped between rows. The split is recorded per table and the drill recomputes
+with the recorded split.
+
+Format 2 entries (``method: columns``: two seeds, numeric and interval by
+text, no final hash) are recomputed exactly as written, so manifests written
+by the previous version keep verifying.
 
 Format 1 (manifests without ``kind`` in their entries) is recomputed by the
 ``legacy_*`` functions exactly as it was written: unquoted ``schema.table``
@@ -50,7 +61,9 @@ from ..errors import JobFailed
 logger = logging.getLogger(__name__)
 
 MODES = ("rows", "full")
-FORMAT = 2
+FORMAT = 3
+METHOD = "row64"  # format 3: one 64-bit hash per row (docs/format.md)
+COLUMNS_METHOD = "columns"  # format 2: two seeded 64-bit hashes per row, recomputed for old manifests
 KEY_FORMAT = "quoted"  # format('%I.%I', nspname, relname)
 LARGE_OBJECTS_KEY = "large objects"
 
@@ -70,6 +83,13 @@ BINARY_TYPES = {
     2950: "uuid",
 }
 COLLATABLE = {25, 1042, 1043}
+# Types whose binary send form is a function of the exact value and its text form (and nothing
+# else): numeric_send writes sign, weight, display scale and base-10000 digits (stored numerics are
+# normalized, so equal text <=> equal bytes); interval_send writes microseconds, days and months
+# separately. float4/float8 stay on text: float8send would also tell NaN payloads apart, which the
+# text form (and so a restore) does not keep.
+SEND_TYPES = {1700: "numeric_send", 1186: "interval_send"}
+SEND_FUNCTIONS = frozenset(SEND_TYPES.values())
 RECORD_MIN_VERSION = 140000
 
 RELATIONS_SQL = """
@@ -114,9 +134,11 @@ SELECT count(*),
 }
 
 
-def render_hash(s1: int, s2: int) -> str:
-    """Given the two exact sums, return them modulo 2**64 as 32 hex digits."""
-    return f"{int(s1) % (1 << 64):016x}{int(s2) % (1 << 64):016x}"
+def render_hash(s1: int, s2: int | None = None) -> str:
+    """Given the exact sum(s), return each modulo 2**64 as 16 hex digits, concatenated
+    (format 3 tables: one sum, 16 digits; format 2 and large objects: two sums, 32 digits)."""
+    out = f"{int(s1) % (1 << 64):016x}"
+    return out if s2 is None else out + f"{int(s2) % (1 << 64):016x}"
 
 
 def set_fingerprint_session(conn: psycopg.Connection) -> None:
@@ -127,11 +149,15 @@ def set_fingerprint_session(conn: psycopg.Connection) -> None:
 
 
 def column_plan(columns: list[tuple[str, int, int, bool]], domains: dict[int, int], *,
-                binary_allowed: bool = True) -> dict[str, list[str]]:
+                binary_allowed: bool = True, method: str = METHOD) -> dict[str, Any]:
     """Given a relation's columns as (name, type oid, typmod, collation deterministic) in attnum
-    order and the domain -> base type map, return {"binary": [...], "text": [...]}: which columns
-    are hashed by their type's binary hash (content-exact, OID-free) and which by text output."""
-    plan: dict[str, list[str]] = {"binary": [], "text": []}
+    order and the domain -> base type map, return the column plan of ``method``:
+    {"method", "binary": [...], "send": [[name, send function], ...], "text": [...]} for row64 (format 3),
+    {"method", "binary": [...], "text": [...]} for columns (format 2): which columns are hashed by their
+    type's binary hash (content-exact, OID-free), which by their binary send form, which by text output."""
+    plan: dict[str, Any] = {"method": method, "binary": [], "text": []}
+    if method == METHOD:
+        plan = {"method": method, "binary": [], "send": [], "text": []}
     for name, typ, typmod, deterministic in columns:
         base, seen = typ, 0
         while base in domains and seen < 32:  # domains over domains
@@ -141,28 +167,56 @@ def column_plan(columns: list[tuple[str, int, int, bool]], domains: dict[int, in
             ok = False  # a case-insensitive collation hashes 'A' and 'a' alike
         if ok and base == 1042 and (base != typ or typmod < 0):
             ok = False  # unbounded bpchar ignores trailing blanks when hashing
+        if not ok and binary_allowed and method == METHOD and base in SEND_TYPES:
+            plan["send"].append([name, SEND_TYPES[base]])
+            continue
         plan["binary" if ok else "text"].append(name)
     return plan
 
 
+def _cols(names: list[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in names)
+
+
 def row_hash_sql(plan: dict[str, list[str]], seed: int) -> sql.Composable:
-    """The per-row hash with ``seed`` (0 or 1) for a column plan, over the alias ``t``:
+    """Format 2 (``method: columns``): the per-row hash with ``seed`` (0 or 1), over the alias ``t``:
     hashtextextended(ROW(text columns)::text, hash_record_extended(ROW(binary columns), seed))."""
-    cols = lambda names: sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in names)  # noqa: E731
     inner: sql.Composable = sql.Literal(seed)
     if plan["binary"]:
-        inner = sql.SQL("hash_record_extended(ROW({}), {})").format(cols(plan["binary"]), sql.Literal(seed))
+        inner = sql.SQL("hash_record_extended(ROW({}), {})").format(_cols(plan["binary"]), sql.Literal(seed))
     if plan["text"] or not plan["binary"]:
-        return sql.SQL("hashtextextended(ROW({})::text, {})").format(cols(plan["text"]), inner)
+        return sql.SQL("hashtextextended(ROW({})::text, {})").format(_cols(plan["text"]), inner)
     return inner
 
 
-def content_sql(source: sql.Composable, plan: dict[str, list[str]], mode: str) -> sql.Composable:
-    """SELECT count(*), sum(h0), sum(h1) over ``source`` (a FROM item aliased ``t``)."""
+def row64_sql(plan: dict[str, Any]) -> sql.Composable:
+    """Format 3 (``method: row64``): the per-row hash over the alias ``t``:
+    hashtextextended(ROW(text columns)::text or '',
+                     hash_record_extended(ROW(binary columns, send_fn(send columns)), 0) or 0)."""
+    send = plan.get("send") or []
+    for entry in send:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] in SEND_FUNCTIONS):
+            raise JobFailed(f"unknown send column in a fingerprint plan: {entry!r} (known: {sorted(SEND_FUNCTIONS)})")
+    items = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in plan["binary"]]
+    items += [sql.SQL("{}(t.{})").format(sql.Identifier(fn), sql.Identifier(c)) for c, fn in send]
+    inner: sql.Composable = sql.Literal(0)
+    if items:
+        inner = sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(items))
+    text: sql.Composable = sql.Literal("")
+    if plan["text"]:
+        text = sql.SQL("ROW({})::text").format(_cols(plan["text"]))
+    return sql.SQL("hashtextextended({}, {})").format(text, inner)
+
+
+def content_sql(source: sql.Composable, plan: dict[str, Any], mode: str) -> sql.Composable:
+    """SELECT count(*), sum(h0)[, sum(h1)] over ``source`` (a FROM item aliased ``t``): one sum for
+    format 3 (row64), two for format 2 (columns)."""
     if mode == "rows":
         return sql.SQL("SELECT count(*), NULL, NULL FROM {}").format(source)
-    return sql.SQL("SELECT count(*), coalesce(sum({}), 0), coalesce(sum({}), 0) FROM {}").format(
-        row_hash_sql(plan, 0), row_hash_sql(plan, 1), source)
+    if plan.get("method") == COLUMNS_METHOD:
+        return sql.SQL("SELECT count(*), coalesce(sum({}), 0), coalesce(sum({}), 0) FROM {}").format(
+            row_hash_sql(plan, 0), row_hash_sql(plan, 1), source)
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0), NULL FROM {}").format(row64_sql(plan), source)
 
 
 def _run(conn: psycopg.Connection, query, params=None, *, what: str):
@@ -200,8 +254,22 @@ class Catalog:
             self.columns.setdefault(rel, []).append((name, typ, typmod, det))
         self.domains = dict(conn.execute(DOMAINS_SQL).fetchall())
 
-    def plan(self, rel: dict) -> dict[str, list[str]]:
+    def plan(self, rel: dict) -> dict[str, Any]:
         return column_plan(self.columns.get(rel["oid"], []), self.domains, binary_allowed=self.binary_allowed)
+
+
+def recorded_plan(like: dict | None) -> dict[str, Any] | None:
+    """The column plan recorded in a manifest entry (format 2 ``columns`` or format 3 ``row64``),
+    or None when the entry records none (rows mode, or no entry)."""
+    if not like or "binary" not in like:
+        return None
+    method = like.get("method") or COLUMNS_METHOD
+    if method == COLUMNS_METHOD:
+        return {"method": method, "binary": list(like.get("binary") or []), "text": list(like.get("text") or [])}
+    if method != METHOD:
+        raise JobFailed(f"unknown fingerprint method {method!r} in the manifest (known: {COLUMNS_METHOD}, {METHOD})")
+    return {"method": method, "binary": list(like.get("binary") or []),
+            "send": [list(x) for x in like.get("send") or []], "text": list(like.get("text") or [])}
 
 
 def _kind(relkind: str) -> str:
@@ -227,9 +295,8 @@ def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode
         else:
             ((last, called),) = _run(conn, sql.SQL("SELECT last_value, is_called FROM {}").format(ident), what=what)
         return {"kind": kind, "last_value": int(last), "is_called": bool(called)}
-    plan = {"binary": list((like or {}).get("binary", [])), "text": list((like or {}).get("text", []))} \
-        if like and "binary" in like else cat.plan(rel)
-    if plan["binary"] and not cat.binary_allowed:
+    plan = recorded_plan(like) or cat.plan(rel)
+    if (plan["binary"] or plan.get("send")) and not cat.binary_allowed:
         raise JobFailed(f"{what} was fingerprinted with hash_record_extended at backup time, which this server "
                         f"(version {conn.info.server_version}) cannot compute; drill into PostgreSQL 14 or newer")
     out: dict[str, Any] = {"kind": kind}
@@ -252,8 +319,7 @@ def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode
     out["rows"] = int(n)
     out["hash"] = render_hash(s1, s2) if mode == "full" else None
     if mode == "full":
-        out["method"] = "columns"
-        out.update(plan)
+        out.update(plan)  # method and column lists: the drill recomputes with exactly these
     if kind == "partitioned table":
         leaves = {}
         for key, schema, name in _run(conn, LEAVES_SQL, (rel["oid"],), what=what):

@@ -45,6 +45,7 @@ class Sample:
     seconds: float
     maxrss_kb: int = 0
     bytes: int = 0
+    load1: float = 0.0  # 1-minute load average when the sample ended (the machine is shared)
 
 
 @dataclass
@@ -59,7 +60,9 @@ class Bench:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
 
     def add(self, name: str, s: Sample) -> None:
+        s.load1 = os.getloadavg()[0]
         self.samples.setdefault(name, []).append(s)
+        logger.info("%s: %.2fs (load %.2f)", name, s.seconds, s.load1)
 
 
 @dataclass
@@ -353,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     args.workdir.mkdir(parents=True, exist_ok=True)
     make_dataset.main(["--scale", str(args.scale), "--dsn", args.dsn, "--if-missing"])
+    start_load = os.getloadavg()[0]
     b = Bench(args.scale, args.repeat, args.via, args.workdir, args.dsn)
     for d in ("repo", "engine-out"):
         shutil.rmtree(args.workdir / d, ignore_errors=True)
@@ -374,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     if b.samples:
         summary = {k: statistics.median(s.seconds for s in v) for k, v in b.samples.items()}
         (args.workdir / f"results-scale{args.scale:g}.json").write_text(json.dumps(summary, indent=1))
+        raw = {k: [{"seconds": round(x.seconds, 3), "load1": x.load1} for x in v] for k, v in b.samples.items()}
+        (args.workdir / f"samples-scale{args.scale:g}.json").write_text(json.dumps(raw, indent=1))
         print("medians (s): " + ", ".join(f"{k}={v:.2f}" for k, v in summary.items()))
+        loads = [x.load1 for v in b.samples.values() for x in v]
+        print(f"1-minute load average at the end of each sample: {min(loads):.2f}-{max(loads):.2f} "
+              f"(at start: {start_load:.2f}; 2 busy cores read as about 2)")
     return 1 if failed else 0
 
 

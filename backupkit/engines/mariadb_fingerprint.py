@@ -1,0 +1,218 @@
+"""MariaDB fingerprints: per table a row count and an order-independent content
+hash, plus a ``schema`` inventory and the ``database`` defaults, computed in
+SQL so an auditor can recompute them with nothing but the ``mariadb`` client
+(docs/format.md, "MariaDB").
+
+Row encoding: each column, in ORDINAL_POSITION order, becomes ``N`` for NULL,
+else ``V<length>:<bytes>`` (or ``H<sha256 hex>`` for long types), where the
+bytes are the column's *stored* bytes for string and binary types (a GBK
+column hashes its GBK bytes) and the server's text form for everything else
+(DECIMAL keeps its scale: 1.50 is not 1.5; TIMESTAMP in time_zone '+00:00').
+The row hash is SHA2(concatenation, 256); its two 64-bit halves are summed
+(exactly, as DECIMAL) over the table, each modulo 2^64, so duplicate rows count
+and row order does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..errors import JobFailed
+from .mariadb_conn import query
+
+FORMAT = 1
+MOD64 = 1 << 64
+
+BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
+LONG_TYPES = {"tinyblob", "blob", "mediumblob", "longblob", "tinytext", "text", "mediumtext", "longtext", "json"}
+GEOMETRY_TYPES = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+                  "geometrycollection"}
+
+SCHEMA_KEY = "schema"
+DATABASE_KEY = "database"
+
+
+def quote_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def table_key(name: str) -> str:
+    """Manifest key of a table: its backquoted name (so no table can be called ``schema``)."""
+    return quote_ident(name)
+
+
+def column_expr(column: str, data_type: str) -> str:
+    """The SQL expression of one column's part of the row encoding (see the module docstring)."""
+    c = "t." + quote_ident(column)
+    dt = data_type.lower()
+    if dt in BINARY_TYPES:
+        x = c
+    elif dt in STRING_TYPES:
+        x = f"CAST({c} AS BINARY)"
+    elif dt == "bit":
+        x = f"CAST(CAST({c} + 0 AS CHAR) AS BINARY)"
+    elif dt in GEOMETRY_TYPES:
+        x = f"CAST(CONCAT(ST_SRID({c}), ':', HEX(ST_AsWKB({c}))) AS BINARY)"
+    else:  # integers, DECIMAL, FLOAT, DOUBLE, dates and times, YEAR, INET6, UUID...
+        x = f"CAST(CAST({c} AS CHAR) AS BINARY)"
+    if dt in LONG_TYPES or dt in GEOMETRY_TYPES:
+        part = f"CONCAT('H', SHA2({x}, 256))"
+    else:
+        part = f"CONCAT('V', LENGTH({x}), ':', {x})"
+    return f"IF({c} IS NULL, 'N', {part})"
+
+
+def table_sql(table: str, columns: list[tuple[str, str]], mode: str) -> str:
+    """The fingerprint query of one table (``columns``: (name, DATA_TYPE) in ORDINAL_POSITION order)."""
+    src = quote_ident(table)
+    if mode != "full":
+        return f"SELECT COUNT(*) FROM {src} AS t"
+    row = "CONCAT(" + ", ".join(column_expr(n, dt) for n, dt in columns) + ")"
+    return ("SELECT COUNT(*), "
+            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 1, 16), 16, 10) AS DECIMAL(20,0))), 0), "
+            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 17, 16), 16, 10) AS DECIMAL(20,0))), 0), "
+            "COALESCE(SUM(r.h IS NULL), 0) "
+            f"FROM (SELECT SHA2({row}, 256) AS h FROM {src} AS t) AS r")
+
+
+def base_tables(conn, database: str) -> list[tuple[str, str | None]]:
+    """(name, engine) of every base table of ``database`` (sequences and views excluded), by name."""
+    return [(r[0], r[1]) for r in query(
+        conn, "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+              "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME", (database,))]
+
+
+def table_columns(conn, database: str) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for t, c, dt in query(conn, "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+                                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION", (database,)):
+        out.setdefault(t, []).append((c, dt))
+    return out
+
+
+def transactional_engines(conn) -> set[str]:
+    """Storage engines whose tables a consistent-snapshot transaction sees as of its snapshot."""
+    return {r[0].lower() for r in query(conn, "SELECT ENGINE FROM information_schema.ENGINES WHERE TRANSACTIONS = 'YES'")}
+
+
+def table_fingerprints(conn, database: str, mode: str) -> dict[str, dict[str, Any]]:
+    """Per base table of ``database``: ``{kind: table, rows, hash, info: {engine}}`` (hash None in rows mode)."""
+    cols = table_columns(conn, database)
+    out: dict[str, dict[str, Any]] = {}
+    for name, engine in base_tables(conn, database):
+        sql = table_sql(name, cols.get(name, []), mode)
+        try:
+            row = query(conn, sql)[0]
+        except Exception as e:  # driver errors: name the table
+            from .mariadb_conn import error_reason
+
+            raise JobFailed(f"fingerprinting table {name}: {error_reason(e)}") from None
+        entry: dict[str, Any] = {"kind": "table", "rows": int(row[0]), "hash": None, "info": {"engine": engine}}
+        if mode == "full":
+            if int(row[3]):
+                raise JobFailed(f"fingerprinting table {name}: {int(row[3])} row(s) could not be encoded "
+                                "(a row longer than max_allowed_packet?); raise max_allowed_packet on the server")
+            entry["hash"] = f"{int(row[1]) % MOD64:016x}{int(row[2]) % MOD64:016x}"
+        out[table_key(name)] = entry
+    return out
+
+
+def _strip_db(text: str | None, database: str) -> str | None:
+    """Remove ``\\`db\\`.`` qualifiers (views are stored fully qualified; the scratch database has another name)."""
+    if text is None:
+        return None
+    return text.replace(quote_ident(database) + ".", "")
+
+
+def _h(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def schema_items(conn, database: str) -> dict[str, str]:
+    """name -> 16 hex digits of SHA-256 over the canonical JSON of the object's definition fields."""
+    db = (database,)
+    items: dict[str, Any] = {}
+    for r in query(conn, "SELECT TABLE_NAME, TABLE_TYPE, ENGINE, TABLE_COLLATION, TABLE_COMMENT "
+                         "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", db):
+        if r[1] == "VIEW":
+            continue
+        items[f"table {quote_ident(r[0])}"] = {"type": r[1], "engine": r[2], "collation": r[3], "comment": r[4]}
+    for r in query(conn, "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, CHARACTER_SET_NAME, "
+                         "COLLATION_NAME, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, GENERATION_EXPRESSION, COLUMN_COMMENT "
+                         "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s", db):
+        items[f"column {quote_ident(r[0])}.{quote_ident(r[1])}"] = {
+            "position": r[2], "type": r[3], "charset": r[4], "collation": r[5], "nullable": r[6],
+            "default": r[7], "extra": r[8], "generated": _strip_db(r[9], database), "comment": r[10]}
+    indexes: dict[str, dict[str, Any]] = {}
+    for r in query(conn, "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, SUB_PART, "
+                         "INDEX_TYPE, COLLATION FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+                         "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", db):
+        key = f"index {quote_ident(r[0])}.{quote_ident(r[1])}"
+        ix = indexes.setdefault(key, {"unique": not int(r[2]), "type": r[6], "columns": []})
+        ix["columns"].append([r[4], r[5], r[7]])
+    items.update(indexes)
+    for r in query(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, CONSTRAINT_TYPE FROM information_schema.TABLE_CONSTRAINTS "
+                         "WHERE CONSTRAINT_SCHEMA = %s", db):
+        items[f"constraint {quote_ident(r[0])}.{quote_ident(r[1])}"] = {"type": r[2]}
+    for r in query(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                         "WHERE CONSTRAINT_SCHEMA = %s", db):
+        key = f"constraint {quote_ident(r[0])}.{quote_ident(r[1])}"
+        items[key] = {**items.get(key, {}), "check": _strip_db(r[2], database)}
+    for r in query(conn, "SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE "
+                         "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s", db):
+        key = f"constraint {quote_ident(r[0])}.{quote_ident(r[1])}"
+        items[key] = {**items.get(key, {}), "references": r[2], "on_update": r[3], "on_delete": r[4]}
+    for r in query(conn, "SELECT TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, SECURITY_TYPE, ALGORITHM "
+                         "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s", db):
+        items[f"view {quote_ident(r[0])}"] = {"definition": _strip_db(r[1], database), "check_option": r[2],
+                                              "security": r[3], "algorithm": r[4]}
+    for r in query(conn, "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_TIMING, "
+                         "ACTION_STATEMENT, SQL_MODE FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s", db):
+        items[f"trigger {quote_ident(r[0])}"] = {"event": r[1], "table": r[2], "order": r[3], "timing": r[4],
+                                                 "statement": _strip_db(r[5], database), "sql_mode": r[6]}
+    params: dict[tuple[str, str], list] = {}
+    for r in query(conn, "SELECT SPECIFIC_NAME, ROUTINE_TYPE, ORDINAL_POSITION, PARAMETER_MODE, PARAMETER_NAME, "
+                         "DTD_IDENTIFIER FROM information_schema.PARAMETERS WHERE SPECIFIC_SCHEMA = %s "
+                         "ORDER BY SPECIFIC_NAME, ORDINAL_POSITION", db):
+        params.setdefault((r[0], r[1]), []).append([r[2], r[3], r[4], r[5]])
+    for r in query(conn, "SELECT ROUTINE_NAME, ROUTINE_TYPE, DTD_IDENTIFIER, ROUTINE_DEFINITION, IS_DETERMINISTIC, "
+                         "SQL_DATA_ACCESS, SECURITY_TYPE, SQL_MODE, ROUTINE_COMMENT "
+                         "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s", db):
+        items[f"{r[1].lower()} {quote_ident(r[0])}"] = {
+            "returns": r[2], "body": _strip_db(r[3], database), "deterministic": r[4], "data_access": r[5],
+            "security": r[6], "sql_mode": r[7], "comment": r[8], "parameters": params.get((r[0], r[1]), [])}
+    for r in query(conn, "SELECT EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, INTERVAL_VALUE, INTERVAL_FIELD, "
+                         "ON_COMPLETION, STATUS, SQL_MODE, EVENT_COMMENT FROM information_schema.EVENTS "
+                         "WHERE EVENT_SCHEMA = %s", db):
+        items[f"event {quote_ident(r[0])}"] = {
+            "definition": _strip_db(r[1], database), "type": r[2], "interval": [r[3], r[4]], "on_completion": r[5],
+            "status": r[6], "sql_mode": r[7], "comment": r[8]}
+    return {k: _h(v) for k, v in sorted(items.items())}
+
+
+def schema_fingerprint(conn, database: str) -> dict[str, Any]:
+    items = schema_items(conn, database)
+    h = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(items.items(), key=lambda kv: kv[0].encode())).encode())
+    return {"kind": "schema", "hash": h.hexdigest(), "items": items,
+            "info": {"not_hashed": "definers (DEFINER=) and event schedule times, which depend on the restoring account "
+                                   "and clock"}}
+
+
+def database_properties(conn, database: str) -> dict[str, Any]:
+    row = query(conn, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                      "WHERE SCHEMA_NAME = %s", (database,))
+    if not row:
+        raise JobFailed(f"database {database} does not exist")
+    return {"kind": "database", "character_set": row[0][0], "collation": row[0][1]}
+
+
+def all_fingerprints(conn, database: str, mode: str) -> dict[str, dict[str, Any]]:
+    """Every entry of ``database``: tables, ``schema`` and ``database``; ``conn`` is inside the snapshot."""
+    out = table_fingerprints(conn, database, mode)
+    out[SCHEMA_KEY] = schema_fingerprint(conn, database)
+    out[DATABASE_KEY] = database_properties(conn, database)
+    return dict(sorted(out.items()))
+
