@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..context import Context
+from ..engines.kit import process_cmdline, process_running
 from ..workdir import PREFIX, base_dir, try_claim
 
 logger = logging.getLogger(__name__)
@@ -27,24 +28,11 @@ GRACE_SECONDS = 60  # a directory without a marker may be a run that is just sta
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return " ".join(process_cmdline(pid))
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    st = Path(f"/proc/{pid}/stat")
-    try:
-        return st.read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return process_running(pid)
 
 
 def stop_servers(directory: Path) -> list[dict]:

@@ -404,6 +404,13 @@ def restored_fingerprints(engine, scratch, manifest: dict, fp_key: bytes | None)
 
 
 def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict], fp_key: bytes | None = None) -> None:
-    checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
-    checks += compare_fingerprints(manifest["fingerprints"], restored_fingerprints(engine, scratch, manifest, fp_key))
+    """Integrity checks (amcheck, CHECK TABLE, integrity_check) run beside the fingerprints: both only read
+    the quiescent scratch, on connections of their own, and the drill's recovery time is their longer one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="drill-integrity") as pool:
+        integrity = pool.submit(engine.integrity_check, scratch=scratch)
+        fingerprints = restored_fingerprints(engine, scratch, manifest, fp_key)
+        checks += [c.__dict__ for c in integrity.result()]
+    checks += compare_fingerprints(manifest["fingerprints"], fingerprints)
     checks += run_assertions(engine, scratch, policy, _backup_time(manifest))

@@ -17,13 +17,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .kit import free_port, process_running, process_uid, tcp_open  # noqa: F401  (re-exported for callers)
 from ..errors import ConfigError, JobFailed
 
 logger = logging.getLogger(__name__)
@@ -131,49 +131,6 @@ def newest_server_bindir(bin_dir: str | None = None) -> tuple[int, Path]:
         raise ConfigError("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the ephemeral drill scratch; "
                           "install the postgresql package or use drill.scratch.type: database")
     return best
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now (used for the socket name only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tcp_open(port: int) -> bool:
-    """True when something accepts TCP connections on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def process_running(pid: int | None) -> bool:
-    """True when ``pid`` is a live process (a zombie awaiting its reaper counts as gone)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
-
-def process_uid(pid: int) -> int | None:
-    """Return the real uid of a live process, or None."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 @dataclass

@@ -23,8 +23,8 @@ from typing import Any, Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .kit import read_secret
 from ..errors import ConfigError, JobFailed
-from ..keys import check_private_mode
 
 logger = logging.getLogger(__name__)
 
@@ -88,28 +88,9 @@ def _os_user() -> str:
 
 
 def read_password(*, password_file: Path | None, password_env: str | None, what: str) -> str | None:
-    """Given a policy's password_file / password_env, return the password or None.
-
-    None means libpq's own mechanisms apply (PGPASSFILE, ~/.pgpass). A password
-    file readable by group or others is refused with ConfigError ("chmod 600").
-    """
-    if password_file is not None:
-        path = Path(password_file)
-        check_private_mode(path, f"{what} password file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{what} password file {path} cannot be read ({e.strerror})") from None
-        lines = text.splitlines()
-        if not lines or not lines[0]:
-            raise ConfigError(f"{what} password file {path} is empty; put the password on its first line")
-        return lines[0]
-    if password_env:
-        value = os.environ.get(password_env)
-        if value is None:
-            raise ConfigError(f"{what} password environment variable {password_env} is not set")
-        return value
-    return None
+    """Given a policy's password_file / password_env, return the password or None (libpq's own
+    mechanisms, PGPASSFILE or ~/.pgpass, then apply). See kit.read_secret."""
+    return read_secret(password_file=password_file, password_env=password_env, what=what)
 
 
 def parse_dsn(dsn: str | None, what: str) -> dict[str, str]:

@@ -511,8 +511,9 @@ class PostgresEngine(Engine):
                 if "locale" in msg.lower() or "collat" in msg.lower():
                     loc = props.get("collate") or ""
                     hint = (f"; generate the locale on the scratch host (e.g. localedef -i {loc.split('.')[0]} "
-                            f"-f UTF-8 {loc}, or add it to /etc/locale.gen and run locale-gen) and restart nothing: "
-                            "PostgreSQL picks it up at the next CREATE DATABASE")
+                            f"-f UTF-8 {loc}, or add it to /etc/locale.gen and run locale-gen), then restart the "
+                            "scratch server: a running server does not see locales generated after it started "
+                            "(an ephemeral scratch is started fresh for each drill)")
                 raise JobFailed(f"{what}: cannot create database {name} with the backup's encoding and locale "
                                 f"(encoding {props.get('encoding')}, provider {props.get('locale_provider') or 'libc'}, "
                                 f"collate {props.get('collate')}, ctype {props.get('ctype')}, "
