@@ -20,23 +20,6 @@ def iso(t):
     return t.isoformat(timespec="microseconds")
 
 
-def _signer(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(generate_signing_key())
-    return load_signer(path)
-
-
-@pytest.fixture
-def signer(tmp_path):
-    return _signer(tmp_path / "signing.pem")
-
-
-@pytest.fixture
-def other(tmp_path):
-    return _signer(tmp_path / "other.pem")
-
-
 @pytest.fixture
 def clock(monkeypatch):
     """Times the next appends are stamped with; one minute apart from T0 unless a test pushes its own."""

@@ -15,23 +15,6 @@ from backupkit.manifest import (MANIFEST, SIGNATURE, load_manifest, parse_signat
 M = {"system": "his", "backup_id": "20261126T020000.000Z-1a2b3c", "streams": [{"name": "db", "size": 3}]}
 
 
-def _signer(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(generate_signing_key())
-    return load_signer(path)
-
-
-@pytest.fixture
-def signer(tmp_path):
-    return _signer(tmp_path / "signing.pem")
-
-
-@pytest.fixture
-def other(tmp_path):
-    return _signer(tmp_path / "other.pem")
-
-
 @pytest.fixture
 def backup_dir(tmp_path):
     d = tmp_path / "backup"

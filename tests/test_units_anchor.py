@@ -15,23 +15,6 @@ from backupkit.ledger import GENESIS, Ledger
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 
 
-def _signer(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(generate_signing_key())
-    return load_signer(path)
-
-
-@pytest.fixture
-def signer(tmp_path):
-    return _signer(tmp_path / "signing.pem")
-
-
-@pytest.fixture
-def other(tmp_path):
-    return _signer(tmp_path / "other.pem")
-
-
 @pytest.fixture
 def ledger(tmp_path, monkeypatch):
     times = iter(T0 + timedelta(minutes=i) for i in range(100))

@@ -31,23 +31,6 @@ OTHER_POLICY = b"system: lis\ntier: 30m\nengine: sqlite\nsource: {path: /y}\n"
 TOOL = f"backupkit {__version__}"
 
 
-def _signer(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(generate_signing_key())
-    return load_signer(path)
-
-
-@pytest.fixture
-def signer(tmp_path):
-    return _signer(tmp_path / "signing.pem")
-
-
-@pytest.fixture
-def other(tmp_path):
-    return _signer(tmp_path / "other.pem")
-
-
 def chain(signer, n, *, start=1, prev=None, policies=None, bodies=None, minutes=None):
     """``n`` genuine records from seq ``start``; ``policies``/``bodies``/``minutes`` by seq override the defaults."""
     out = []
@@ -733,7 +716,8 @@ def test_zip_dotted_names_are_safe(tmp_path, signer):
 
 
 def test_safe_extract_writes_every_member(tmp_path, signer):
-    d = build(tmp_path / "d", signer, chain(signer, 1), files={"p/v/deep.yaml": b"deep", "p/top.txt": b"top"})
+    d = build(tmp_path / "d", signer, chain(signer, 1), files={"p/v/deep.yaml": b"deep", "p/top.txt": b"top",
+                                                          "q/r/s/only.txt": b"only"})
     z = zip_dir(d, tmp_path / "b.zip")
     with zipfile.ZipFile(z, "a") as w:
         w.writestr(zipfile.ZipInfo("p/emptydir/"), b"")
