@@ -61,6 +61,32 @@ def stop_servers(directory: Path) -> list[dict]:
     return out
 
 
+def stop_helpers(directory: Path) -> list[dict]:
+    """Stop every process whose command line names a path inside ``directory`` (an initdb or pg_ctl a killed
+    drill started, still writing there). Only a process that names this private directory is touched."""
+    out = []
+    prefix = str(directory).rstrip("/") + "/"
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid == os.getpid():
+            continue
+        argv = process_cmdline(pid)
+        if not any(a == str(directory) or a.startswith(prefix) or f"={prefix}" in a for a in argv):
+            continue
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _alive(pid):
+                break
+        out.append({"pid": pid, "command": " ".join(argv)[:200], "running": _alive(pid)})
+    return out
+
+
 def leftovers(ctx: Context, system: str | None = None) -> list[tuple[Path, int, dict]]:
     """Work directories of dead runs (of ``system``, or all), each claimed: (path, lock fd, marker info)."""
     found = []
@@ -87,16 +113,18 @@ def clean(ctx: Context, system: str | None = None) -> list[dict]:
     for d, fd, info in leftovers(ctx, system):
         try:
             servers = stop_servers(d)
+            helpers = stop_helpers(d)
             for extra in info.get("scratch_roots", []):  # cluster roots outside the work directory
                 p = Path(extra)
                 if p.is_dir() and not p.is_symlink():
                     servers += stop_servers(p)
+                    helpers += stop_helpers(p)
                     shutil.rmtree(p, ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
         finally:
             if fd >= 0:
                 os.close(fd)
-        proof = {"workdir": str(d), "workdir_exists": d.exists(), "servers": servers,
+        proof = {"workdir": str(d), "workdir_exists": d.exists(), "servers": servers, "helpers_stopped": helpers,
                  "postmaster_running": any(s["postmaster_running"] for s in servers)}
         sys_ = info.get("system") or "*"
         body = {"drill_id": info.get("id"), "system": sys_, "verdict": "abandoned", "started": info.get("started"),
