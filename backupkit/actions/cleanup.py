@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..context import Context
-from ..engines.kit import process_cmdline, process_running
+from ..engines.kit import process_cmdline, process_running, stop_process
 from ..workdir import PREFIX, base_dir, try_claim
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ def _cmdline(pid: int) -> str:
     return " ".join(process_cmdline(pid))
 
 
-def _alive(pid: int) -> bool:
-    return process_running(pid)
-
-
 def stop_servers(directory: Path) -> list[dict]:
     """Stop every PostgreSQL postmaster whose data directory is inside ``directory``; return what happened."""
     out = []
@@ -44,20 +40,11 @@ def stop_servers(directory: Path) -> list[dict]:
             pid = abs(int(pidfile.read_text().splitlines()[0]))  # negative: a standalone backend (initdb)
         except (OSError, ValueError, IndexError):
             continue
-        owned = _alive(pid) and str(datadir) in _cmdline(pid)
+        owned = process_running(pid) and str(datadir) in _cmdline(pid)
         if owned:  # the server named this very data directory on its command line: ours, kill it
-            for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + wait
-                while _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not _alive(pid):
-                    break
+            stop_process(pid, ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)))
         out.append({"datadir": str(datadir), "postmaster_pid": pid, "was_ours": owned,
-                    "postmaster_running": _alive(pid) and str(datadir) in _cmdline(pid)})
+                    "postmaster_running": process_running(pid) and str(datadir) in _cmdline(pid)})
     return out
 
 
@@ -73,17 +60,8 @@ def stop_helpers(directory: Path) -> list[dict]:
         argv = process_cmdline(pid)
         if not any(a == str(directory) or a.startswith(prefix) or f"={prefix}" in a for a in argv):
             continue
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not _alive(pid):
-                break
-        out.append({"pid": pid, "command": " ".join(argv)[:200], "running": _alive(pid)})
+        stop_process(pid, ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)))
+        out.append({"pid": pid, "command": " ".join(argv)[:200], "running": process_running(pid)})
     return out
 
 
