@@ -389,9 +389,9 @@ def restore(obj, system, backup_id, dsn, from_target, force, replace_source, yes
 
 def get_source_label(policy) -> str:
     """How a confirmation names the production database (the engine's own description, without secrets)."""
-    from .engines import get_engine
+    from .engines import engine_for
 
-    return get_engine(policy.engine).describe_source(policy)
+    return engine_for(policy).describe_source(policy)
 
 
 @cli.command()

@@ -18,7 +18,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
-from .engines.oracle_config import OracleScratch, OracleSource, check_endpoint
+from .engines.oracle_config import OracleScratch, OracleSource, check_endpoint, raise_field
+from .engines.pgbackrest_config import PgBackrestSource
 
 TIERS = {"30m": timedelta(minutes=30), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 
@@ -50,6 +51,9 @@ class Source(_Strict):
     socket: Path | None = None  # mariadb: the server's Unix socket (instead of host/port)
     options: dict[str, Any] = Field(default_factory=dict)  # engine-specific extras
     oracle: OracleSource | None = None  # engine oracle: schema, DIRECTORY, thin/thick mode (docs/oracle.md)
+    # How the engine backs up: postgres logical|pgbackrest, mariadb dump|physical (None: the engine's default).
+    mode: str | None = None
+    pgbackrest: PgBackrestSource | None = None  # engine postgres, mode pgbackrest (docs/engines.md)
 
     @model_validator(mode="after")
     def _oracle_endpoint(self) -> "Source":
@@ -156,6 +160,15 @@ class Policy(_Strict):
 
         validate_scratch(info.data.get("engine"), v.scratch)
         return v
+
+    @model_validator(mode="after")
+    def _engine_capabilities(self) -> "Policy":
+        from .engines import check_capabilities
+
+        problem = check_capabilities(self.engine, self.source, self.drill)
+        if problem:
+            raise_field("Policy", problem[0], problem[1], None)
+        return self
 
     @field_validator("controls")
     @classmethod

@@ -316,7 +316,11 @@ def test_sink_error_kills_mariadb_dump_and_propagates(big_source, age_keys, dump
 def secret_user(mdb_database):
     db = mdb_database("bk_sec")
     mdb_exec(db, "CREATE TABLE visits (id INT PRIMARY KEY, who VARCHAR(10)) ENGINE=InnoDB",
-             "INSERT INTO visits SELECT seq, CONCAT('p', seq) FROM seq_1_to_100")
+             "INSERT INTO visits SELECT seq, CONCAT('p', seq) FROM seq_1_to_100",
+             # more than a pipe holds: mariadb-dump is still running (blocked on the pipe) when the sink
+             # starts reading, so the spy sees its live command line and environment, not a zombie's
+             "CREATE TABLE filler (id INT PRIMARY KEY, pad TEXT) ENGINE=InnoDB",
+             "INSERT INTO filler SELECT seq, REPEAT('x', 1000) FROM seq_1_to_6000")
     user = f"bk_u_{os.getpid()}"
     password = 'Correct "horse" \\ battery#42;'
     mdb_exec(None, f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password.replace(chr(92), chr(92) * 2)}'",

@@ -476,8 +476,10 @@ def write_policy(tmp_path: Path, secrets_dir: Path, source: dict, scratch: dict 
     f = tmp_path / "his.yaml"
     data = {"system": "his", "tier": "30m", "engine": "oracle",
             "source": {"user": "BACKUPKIT", "password_file": str(secrets_dir / "source.pass"), **source}}
-    if scratch is not None:
-        data["drill"] = {"scratch": scratch}
+    if scratch is None:  # an Oracle drill needs a scratch database (checked at load)
+        scratch = {"type": "database", "dsn": "drill-db:1521/DRILL", "password_file": str(secrets_dir / "scratch.pass"),
+                   "oracle": {"user": "system"}}
+    data["drill"] = {"scratch": scratch}
     f.write_text(yaml.safe_dump(data, allow_unicode=True))
     return f
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from .. import FORMAT_VERSION, progress
 from ..artifact import DirectorySink
 from ..context import Context
-from ..engines import get_engine
+from ..engines import engine_for
 from ..errors import BackupkitError, JobFailed
 from ..manifest import write_manifest
 from ..policy import Policy
@@ -117,7 +117,7 @@ def backup_one(ctx: Context, policy: Policy, *, trigger: str = "manual", planned
 
 
 def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: str | None):
-    engine = get_engine(policy.engine)
+    engine = engine_for(policy)
     recipients, signer = ctx.recipients, ctx.signer  # fail on key problems before touching anything
     repo = ctx.repository
     _received.clear()

@@ -27,7 +27,7 @@ from typing import Callable
 from ..artifact import DirectorySource, check_stream_files, no_identity_message, sha256_file, stream_file_name
 from .. import progress
 from ..context import Context
-from ..engines import get_engine
+from ..engines import engine_for
 from ..errors import (EXIT_FAILED, EXIT_OK, EXIT_VERIFY, BackupkitError, ConfigError, Interrupted, JobFailed,
                       VerificationFailed)
 from ..expect import judge
@@ -258,7 +258,7 @@ def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, fro
 
     The recovery point is judged against the RPO only when drilling the latest backup: a backup
     chosen by ID (or by ``--sample``) proves that it restores, not that it is recent."""
-    engine = get_engine(policy.engine)
+    engine = engine_for(policy)
     drill_id = datetime.now(timezone.utc).strftime("D%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
     started = datetime.now(timezone.utc)
     tl = Timeline()

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from ..context import Context
-from ..engines import get_engine
+from ..engines import engine_for
 from ..errors import ConfigError, VerificationFailed
 from ..policy import Policy
 from ..verdict import compare_fingerprints
@@ -21,7 +21,7 @@ from .drill import TimedSource, fingerprint_key, restored_fingerprints, check_ar
 
 def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str | None, from_target: str | None,
                 force: bool, replace_source: bool = False) -> dict:
-    engine = get_engine(policy.engine)
+    engine = engine_for(policy)
     wd = scratch_workdir(ctx, kind="restore", system=policy.system, ident=f"restore-{policy.system}")
     work = wd.path
     t0 = time.monotonic()

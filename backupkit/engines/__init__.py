@@ -9,6 +9,7 @@ the policy loader reports as ``<file>: field 'source': ...`` (exit 2).
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from .. import __version__
 from ..errors import ConfigError
@@ -21,6 +22,68 @@ _MODULES = {
     "oracle": ("oracle", "OracleEngine"),
 }
 
+# (engine, source.mode) -> (module, class) for engines with more than one way to back up; the first
+# mode listed per engine is its default (``source.mode`` absent).
+_MODES = {
+    ("postgres", "logical"): ("postgres", "PostgresEngine"),
+    ("postgres", "pgbackrest"): ("pgbackrest", "PgBackrestEngine"),
+    ("mariadb", "dump"): ("mariadb", "MariadbEngine"),
+    ("mariadb", "physical"): ("mariadb_physical", "MariadbPhysicalEngine"),
+}
+
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine in one mode can do, declared here (no driver import) and checked at policy load."""
+
+    scratch: tuple[str, ...]  # drill.scratch.type values it can drill into
+    fingerprint: tuple[str, ...] = ("rows", "full")  # drill.fingerprint values
+    restore_to: bool = False  # ``backupkit restore --to`` (an emergency restore into a named destination)
+
+
+# (engine, mode) -> capabilities; mode None is the engine's only (or default) mode.
+_CAPABILITIES = {
+    ("sqlite", None): Capabilities(scratch=("ephemeral",), restore_to=True),
+    ("postgres", "logical"): Capabilities(scratch=("ephemeral", "database"), restore_to=True),
+    ("postgres", "pgbackrest"): Capabilities(scratch=("ephemeral",)),
+    ("mariadb", "dump"): Capabilities(scratch=("ephemeral", "database"), restore_to=True),
+    ("mariadb", "physical"): Capabilities(scratch=("ephemeral",)),
+    ("oracle", "datapump"): Capabilities(scratch=("database",)),
+    ("oracle", "rman"): Capabilities(scratch=("database",)),
+}
+
+
+def mode_of(engine: str | None, source) -> str | None:
+    """The mode a policy's source runs in: ``source.mode``, Oracle's ``source.oracle.mode``, or the default."""
+    mode = getattr(source, "mode", None)
+    if mode is None and engine == "oracle" and getattr(source, "oracle", None) is not None:
+        mode = source.oracle.mode
+    if mode is None:
+        mode = next((m for (e, m) in _CAPABILITIES if e == engine), None)
+    return mode
+
+
+def capabilities(engine: str | None, source) -> Capabilities | None:
+    """The declared capabilities of the engine and mode a policy uses (None for an unknown engine)."""
+    return _CAPABILITIES.get((engine, mode_of(engine, source)))
+
+
+def check_capabilities(engine: str | None, source, drill) -> tuple[str, str] | None:
+    """(field, message) when the policy's drill asks for what its engine and mode cannot do, else None."""
+    caps = capabilities(engine, source)
+    if caps is None:
+        return None
+    mode = mode_of(engine, source)
+    label = f"engine {engine}" + (f" in mode {mode}" if sum(1 for (e, _) in _CAPABILITIES if e == engine) > 1 else "")
+    if drill.scratch.type not in caps.scratch:
+        return ("drill.scratch.type", f"{label} drills into a scratch of type {' or '.join(caps.scratch)}, "
+                                      f"not {drill.scratch.type!r}; set drill.scratch.type (see docs/policy.md)")
+    if drill.fingerprint not in caps.fingerprint:
+        return ("drill.fingerprint", f"{label} supports fingerprint {' or '.join(caps.fingerprint)}, not {drill.fingerprint!r}")
+    return None
+
+
 # engine name -> module holding validate_source / validate_scratch (no driver imports)
 _CONFIG = {
     "mariadb": "mariadb_conn",
@@ -28,11 +91,26 @@ _CONFIG = {
 }
 
 
-def get_engine(name: str) -> Engine:
-    """Given an engine name from a policy, return an instance of its engine."""
+def modes(engine: str) -> list[str]:
+    """The ``source.mode`` values an engine accepts (empty: the engine has one mode and no mode field)."""
+    return [m for (e, m) in _MODES if e == engine]
+
+
+def engine_for(policy) -> Engine:
+    """Given a policy, return the engine that backs it up (its ``engine`` and ``source.mode``)."""
+    mode = getattr(policy.source, "mode", None)
+    if mode is None:
+        return get_engine(policy.engine)
+    return get_engine(policy.engine, mode)
+
+
+def get_engine(name: str, mode: str | None = None) -> Engine:
+    """Given an engine name (and optionally a ``source.mode``) from a policy, return an instance of its engine."""
     try:
-        module, cls = _MODULES[name]
+        module, cls = _MODES[(name, mode)] if mode is not None else _MODULES[name]
     except KeyError:
+        if mode is not None and name in _MODULES:
+            raise ConfigError(f"engine {name} has no mode {mode!r}; use one of {', '.join(modes(name)) or 'none'}") from None
         raise ConfigError(f"unknown engine {name!r}; use one of {', '.join(_MODULES)}") from None
     try:
         mod = importlib.import_module(f"{__name__}.{module}")
@@ -51,8 +129,35 @@ def _config_module(engine: str | None):
     return importlib.import_module(f"{__name__}.{module}") if module else None
 
 
+# The ``source`` fields each engine reads; any other field set in a policy is a mistake named at load.
+_SOURCE_FIELDS = {
+    "sqlite": {"path"},
+    "postgres": {"dsn", "host", "port", "user", "database", "password_file", "password_env", "options", "mode",
+                 "pgbackrest"},
+    "mariadb": {"dsn", "host", "port", "user", "database", "password_file", "password_env", "socket", "options", "mode"},
+    "oracle": {"dsn", "user", "password_file", "password_env", "options", "oracle"},
+}
+
+
 def validate_source(engine: str | None, source) -> None:
     """Policy-load check of ``source`` by the engine that owns it (no-op for engines without rules)."""
+    allowed = _SOURCE_FIELDS.get(engine or "")
+    if allowed is not None:
+        foreign = sorted(f for f in source.model_fields_set if f not in allowed)
+        if foreign:
+            raise ValueError(f"field {foreign[0]!r} is not used by engine {engine}; remove it "
+                             f"(engine {engine} reads {', '.join(sorted(allowed))})")
+        if engine == "sqlite" and source.path is None:
+            raise ValueError("engine sqlite needs 'path': the database file to back up")
+    mode = getattr(source, "mode", None)
+    if mode is not None and (engine, mode) not in _MODES:
+        allowed = modes(engine or "")
+        raise ValueError(f"mode {mode!r} is not a mode of engine {engine}"
+                         + (f"; use one of {', '.join(allowed)}" if allowed else "; remove the field"))
+    if getattr(source, "pgbackrest", None) is not None and (engine, mode) != ("postgres", "pgbackrest"):
+        raise ValueError("the 'pgbackrest' block is used only with engine postgres and mode: pgbackrest")
+    if (engine, mode) == ("postgres", "pgbackrest") and getattr(source, "pgbackrest", None) is None:
+        raise ValueError("mode pgbackrest needs a 'pgbackrest' block with at least 'stanza' (docs/engines.md)")
     mod = _config_module(engine)
     if mod is not None:
         mod.validate_source(source)

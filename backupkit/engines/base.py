@@ -164,6 +164,13 @@ class Engine(RestoreTargetMixin, abc.ABC):
         ``like`` is the manifest's fingerprints: where an engine has more than one
         way to hash a table, it must use the one recorded there."""
 
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+                       ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
+        """The drill's checks of a restored copy: ``integrity_check`` and ``fingerprints``. Engines
+        may override this to overlap the two, as long as neither can see what the other creates."""
+        checks = self.integrity_check(scratch=scratch)
+        return checks, self.fingerprints(scratch=scratch, mode=mode, like=like)
+
     @abc.abstractmethod
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Run a policy assertion's SQL on the scratch copy and return the first column of the first row."""

@@ -53,6 +53,18 @@ STDERR_TAIL = 1500  # characters of a child's stderr kept for the error message
 # ---- secrets -------------------------------------------------------------------------------
 
 
+# Environment variables never handed to a child program: those a policy's password was read from
+# (``password_env``, added by read_secret) and those client libraries would read as a password.
+_SECRET_ENV: set[str] = {"PGPASSWORD", "MYSQL_PWD", "PGBACKREST_REPO1_CIPHER_PASS"}
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child program: ours, without any variable that holds a password."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.endswith("_CIPHER_PASS")}
+    env.update(extra or {})
+    return env
+
+
 def read_secret(*, password_file: Path | None, password_env: str | None, what: str) -> str | None:
     """Given a policy's password_file / password_env, return the password, or None when neither is set.
 
@@ -70,6 +82,7 @@ def read_secret(*, password_file: Path | None, password_env: str | None, what: s
             raise ConfigError(f"{what} password file {path} is empty; put the password on its first line")
         return lines[0]
     if password_env:
+        _SECRET_ENV.add(password_env)  # from now on no child inherits it
         value = os.environ.get(password_env)
         if value is None:
             raise ConfigError(f"{what} password environment variable {password_env} is not set")
@@ -136,7 +149,8 @@ class Child:
 
     def start(self) -> "Child":
         self.proc = subprocess.Popen(list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, bufsize=0)
+                                     stderr=subprocess.PIPE, env=self.env if self.env is not None else child_env(),
+                                     cwd=self.cwd, bufsize=0)
         set_pipe_size(self.proc.stdout)
         self._reader = threading.Thread(target=self._read_stderr, name=f"{self.tool}-stderr", daemon=True)
         self._reader.start()
@@ -202,14 +216,15 @@ class Child:
                     f.close()
 
 
-def stream_child(child: Child, sink, name: str, *, on_error: Callable[[], None] | None = None):
-    """Stream a started child's stdout into ``sink`` as stream ``name`` and return the StreamInfo.
+def stream_child(child: Child, sink, name: str, *, on_error: Callable[[], None] | None = None, reader=None):
+    """Stream a started child's stdout (or ``reader``, a tap reading it) into ``sink`` as stream
+    ``name`` and return the StreamInfo.
 
     If the sink raises (disk full, interrupted), the child is killed and reaped, ``on_error`` runs,
     and the sink's error propagates. A child that exits non-zero (or is killed) raises JobFailed
     with the tail of its stderr, even when the sink had read everything."""
     try:
-        info = sink.write_stream(name, child.stdout)
+        info = sink.write_stream(name, child.stdout if reader is None else reader)
     except BaseException:
         child.kill()
         if on_error is not None:

@@ -452,6 +452,10 @@ class MariadbEngine(Engine):
         """Given a provisioned scratch and a backup, create the database with the recorded character set
         and collation (when missing) and stream the SQL into the mariadb client."""
         h: MariaScratch = scratch.handle
+        fmt = ((scratch.manifest or {}).get("details") or {}).get("dump_format", "sql")
+        if fmt != "sql":
+            raise ConfigError(f"policy {policy.system}: this backup is a {fmt} stream (taken in mode physical), not "
+                              "an SQL dump; drill it with the policy's source.mode as it was at backup time")
         h.wait_ready()
         what = f"policy {policy.system}: restore into {scratch.kind} {h.endpoint.label}"
         props = (((scratch.manifest or {}).get("fingerprints") or {}).get(DATABASE_KEY)) or {}
@@ -465,7 +469,8 @@ class MariadbEngine(Engine):
                     "--default-character-set=utf8mb4", "--silent"]
             t0 = time.monotonic()
             with tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd="/")
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd="/",
+                                        env=kit.child_env())
                 kit.set_pipe_size(proc.stdin)
                 try:
                     source.stream_to("data", proc.stdin)

@@ -29,7 +29,9 @@ SCHEMES = ("mariadb", "mysql")
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT = 15
 # Keys of ``source.options`` that are backupkit's own (every engine option is listed here).
-ENGINE_OPTIONS = {"bin_dir", "lock_wait_timeout", "server_bin_dir"}
+ENGINE_OPTIONS = {"bin_dir", "lock_wait_timeout", "server_bin_dir", "parallel"}
+# Options of one mode only (``source.mode``: ``dump``, the default, or ``physical``).
+MODE_OPTIONS = {"lock_wait_timeout": "dump", "parallel": "physical"}
 # Query parameters a DSN may carry.
 DSN_PARAMS = {"socket", "connect_timeout"}
 
@@ -171,10 +173,20 @@ def validate_source(source) -> None:
     lwt = (source.options or {}).get("lock_wait_timeout")
     if lwt is not None and (not isinstance(lwt, int) or lwt < 1):
         raise ValueError("options.lock_wait_timeout must be a whole number of seconds >= 1")
+    mode = getattr(source, "mode", None) or "dump"
+    for key, only in MODE_OPTIONS.items():
+        if key in (source.options or {}) and only != mode:
+            raise ValueError(f"options.{key} is used only with mode: {only}; remove it (this source has mode: {mode})")
+    par = (source.options or {}).get("parallel")
+    if par is not None and (not isinstance(par, int) or isinstance(par, bool) or not 1 <= par <= 64):
+        raise ValueError("options.parallel must be a whole number of mariadb-backup copy threads from 1 to 64")
 
 
 def validate_scratch(spec) -> None:
-    """Policy-load check of a MariaDB ``drill.scratch`` (raises ValueError naming the field)."""
+    """Policy-load check of a MariaDB ``drill.scratch`` (raises ValueError naming the field).
+
+    It does not see ``source.mode``: that mode physical drills only into ``ephemeral`` is declared in
+    ``engines._CAPABILITIES`` (checked at load) and enforced again when the drill starts."""
     if spec.type == "database":
         if not spec.dsn:
             raise ValueError("scratch.dsn is required for scratch type 'database' (mariadb://user@scratch-host:3306/)")

@@ -74,6 +74,7 @@ class EphemeralServer:
     proc: subprocess.Popen | None = None
     version: str = ""
     extra: list[str] = field(default_factory=list)
+    initialize: bool = True  # False: the data directory already exists (a prepared physical backup)
 
     @property
     def datadir(self) -> Path:
@@ -120,13 +121,16 @@ class EphemeralServer:
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C", "LANG": "C"}
         lctn = [f"--lower-case-table-names={self.lower_case_table_names}"] if self.lower_case_table_names else []
-        proc = subprocess.run([str(install.path), "--no-defaults", f"--datadir={self.datadir}",
-                               "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve",
-                               *lctn], capture_output=True, text=True, env=env, cwd="/", stdin=subprocess.DEVNULL,
-                              timeout=300, check=False, **self._ids())
-        if proc.returncode != 0:
-            raise JobFailed(f"ephemeral MariaDB scratch: {install.path.name} failed (exit {proc.returncode}): "
-                            f"{kit.tail_text(proc.stderr or proc.stdout)}")
+        if self.initialize:
+            proc = subprocess.run([str(install.path), "--no-defaults", f"--datadir={self.datadir}",
+                                   "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve",
+                                   *lctn], capture_output=True, text=True, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                  timeout=300, check=False, **self._ids())
+            if proc.returncode != 0:
+                raise JobFailed(f"ephemeral MariaDB scratch: {install.path.name} failed (exit {proc.returncode}): "
+                                f"{kit.tail_text(proc.stderr or proc.stdout)}")
+        elif not self.datadir.is_dir():
+            raise JobFailed(f"ephemeral MariaDB scratch: data directory {self.datadir} does not exist")
         net = ["--skip-networking"] if not self.tcp else ["--bind-address=127.0.0.1", f"--port={self.port or 0}"]
         if self.tcp and not self.port:
             self.port = kit.free_port()
@@ -183,10 +187,11 @@ class EphemeralServer:
 
 
 def new_server(workdir: Path, *, server_bin_dir: str | None = None, tcp: bool = False,
-               lower_case_table_names: int | None = None) -> EphemeralServer:
-    """An EphemeralServer (not started) in a new private directory under ``workdir``."""
+               lower_case_table_names: int | None = None, initialize: bool = True) -> EphemeralServer:
+    """An EphemeralServer (not started) in a new private directory under ``workdir``; with
+    ``initialize=False`` the caller fills ``datadir`` (a prepared physical backup) before start()."""
     run_as = kit.server_os_user(SERVER_USER, PACKAGE)
     root = kit.private_root(Path(workdir), run_as, prefix="mariadb-scratch-")
     return EphemeralServer(root=root, run_as=run_as, server_bin_dir=server_bin_dir, tcp=tcp,
-                           lower_case_table_names=lower_case_table_names)
+                           lower_case_table_names=lower_case_table_names, initialize=initialize)
 

@@ -19,10 +19,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import kit
 from .kit import free_port, process_running, process_uid, tcp_open  # noqa: F401  (re-exported for callers)
 from ..errors import ConfigError, JobFailed
 
@@ -209,15 +209,7 @@ class EphemeralCluster:
             with contextlib.suppress(JobFailed, subprocess.TimeoutExpired):
                 self._run(self.bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate", "-w", "-t", "30", "stop",
                           what="pg_ctl stop", timeout=60)
-        if process_running(pid):
-            for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                deadline = time.monotonic() + wait
-                while process_running(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not process_running(pid):
-                    break
+        kit.stop_process(pid, steps=((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)))  # pg_ctl could not: immediate, then kill
         shutil.rmtree(self.root, ignore_errors=True)
         if self.sockdir is not None and not str(self.sockdir).startswith(str(self.root)):
             shutil.rmtree(self.sockdir, ignore_errors=True)
@@ -236,36 +228,9 @@ class EphemeralCluster:
 
 def server_os_user() -> str | None:
     """The OS user the ephemeral server must run as: ``postgres`` when we are root, else None (ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        raise ConfigError(
-            f"running as root, but there is no '{SERVER_USER}' OS user to run the ephemeral PostgreSQL scratch as; "
-            "install the postgresql package or run backupkit as an unprivileged user"
-        ) from None
-    return SERVER_USER
+    return kit.server_os_user(SERVER_USER, "postgresql")
 
 
 def private_root(workdir: Path, run_as: str | None) -> Path:
-    """Given the caller's workdir, return a new private directory for a cluster.
-
-    It lives under ``workdir`` unless the server's OS user cannot reach it (a
-    0700 parent owned by root), in which case it falls back to the system temp dir.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="pg-scratch-", dir=workdir))
-    if not run_as:
-        return root
-    pw = pwd.getpwnam(run_as)
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    probe = subprocess.run(["runuser", "-u", run_as, "--", "test", "-w", str(root), "-a", "-x", str(root)],
-                           capture_output=True, check=False)
-    if probe.returncode == 0:
-        return root
-    os.rmdir(root)
-    root = Path(tempfile.mkdtemp(prefix="bk-pg-scratch-"))
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    logger.info("workdir %s is not reachable by OS user %s; the ephemeral cluster lives in %s", workdir, run_as, root)
-    return root
+    """Given the caller's workdir, return a new private directory for a cluster (kit.private_root)."""
+    return kit.private_root(Path(workdir), run_as, prefix="pg-scratch-")

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .kit import read_secret
+from .kit import child_env, read_secret
 from ..errors import ConfigError, JobFailed
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def client_env(endpoint: Endpoint, workdir: Path) -> Iterator[dict[str, str]]:
     When the endpoint has a password it goes into a temporary PGPASSFILE (mode
     0600 from creation) that is removed on exit; argv never carries it.
     """
-    env = dict(os.environ)
+    env = child_env()  # never a policy's password_env variable
     if endpoint.password is None:
         yield env
         return

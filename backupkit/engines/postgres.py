@@ -18,7 +18,6 @@ there would outlive the drill; the restore uses --no-owner --no-privileges).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import logging
 import os
@@ -38,6 +37,7 @@ from psycopg import sql
 
 from ..errors import BackupkitError, ConfigError, JobFailed
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
+from .kit import Child, stream_child
 from .pg_cluster import EphemeralCluster, find_tool, newest_server_bindir, private_root, server_os_user
 from .pg_conn import (
     Endpoint,
@@ -71,7 +71,6 @@ from .pg_schema import (
 
 logger = logging.getLogger(__name__)
 
-PIPE_SIZE = 1 << 20  # 1 MiB pipe buffer: fewer context switches between pg_dump and the sink
 STDERR_TAIL = 1500
 
 
@@ -119,10 +118,6 @@ def expected_database(scratch: Scratch) -> dict[str, Any] | None:
     """The ``database`` entry of the manifest being restored, when the caller passed the manifest."""
     return (((scratch.manifest or {}).get("fingerprints") or {}).get(DATABASE_KEY)) or None
 
-
-def _set_pipe_size(fileobj) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fileobj.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class PostgresEngine(Engine):
@@ -183,21 +178,7 @@ class PostgresEngine(Engine):
 
     def _dump_globals(self, pg_dumpall: Path, src: Endpoint, env: dict, sink: DumpSink, what: str):
         argv = [str(pg_dumpall), "--globals-only", "--no-role-passwords", "--dbname", src.conninfo()]
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env)
-            try:
-                info = sink.write_stream("globals", proc.stdout)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            finally:
-                proc.stdout.close()
-            rc = proc.wait()
-            err.seek(0)
-            if rc != 0:
-                raise JobFailed(f"{what}: pg_dumpall --globals-only failed (exit {rc}): {_tail(err.read())}")
-        return info
+        return stream_child(Child(argv, what=what, tool="pg_dumpall --globals-only", env=env).start(), sink, "globals")
 
     def _dump_data(self, conn, pg_dump: Path, src: Endpoint, env: dict, sink: DumpSink, mode: str, what: str,
                    in_recovery: bool):
@@ -220,38 +201,26 @@ class PostgresEngine(Engine):
                 fp_result["error"] = e
             fp_result["seconds"] = round(time.monotonic() - t0, 3)
 
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                    bufsize=0)
-            _set_pipe_size(proc.stdout)
-            worker = threading.Thread(target=fingerprint, name="pg-fingerprint", daemon=True)
-            worker.start()
-            t0 = time.monotonic()
-            tap = TocTap(proc.stdout)
-            try:
-                info = sink.write_stream("data", tap)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                with contextlib.suppress(Exception):
-                    conn.cancel()
-                worker.join(timeout=30)
-                raise
-            finally:
-                proc.stdout.close()
-            rc = proc.wait()
-            stream_seconds = time.monotonic() - t0
-            if rc != 0:
-                with contextlib.suppress(Exception):
-                    conn.cancel()
-                worker.join(timeout=30)
-                fp_error = fp_result.get("error")
-                if isinstance(fp_error, JobFailed):  # the root cause: it ended the snapshot pg_dump needed
-                    raise JobFailed(f"{what}: {fp_error}") from None
-                err.seek(0)
-                reason = _tail(err.read()) or ("killed by signal %d" % -rc if rc < 0 else "no message")
-                raise JobFailed(f"{what}: pg_dump failed (exit {rc}): {reason}")
-            worker.join()
+        child = Child(argv, what=what, tool="pg_dump", env=env).start()
+        worker = threading.Thread(target=fingerprint, name="pg-fingerprint", daemon=True)
+        worker.start()
+        t0 = time.monotonic()
+        tap = TocTap(child.stdout)
+
+        def stop_fingerprinting() -> None:  # pg_dump or the sink failed: end the snapshot's session
+            with contextlib.suppress(Exception):
+                conn.cancel()
+            worker.join(timeout=30)
+
+        try:
+            info = stream_child(child, sink, "data", reader=tap, on_error=stop_fingerprinting)
+        except JobFailed:
+            fp_error = fp_result.get("error")
+            if isinstance(fp_error, JobFailed):  # the root cause: it ended the snapshot pg_dump needed
+                raise JobFailed(f"{what}: {fp_error}") from None
+            raise
+        stream_seconds = time.monotonic() - t0
+        worker.join()
         if "error" in fp_result:
             e = fp_result["error"]
             if isinstance(e, JobFailed):
@@ -634,18 +603,54 @@ class PostgresEngine(Engine):
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         """Given a restored scratch, return its fingerprints, computed exactly as at dump time: in the
         format the manifest was written in (format 1 for manifests without ``kind`` entries)."""
-        details = (scratch.manifest or {}).get("details") or {}
-        legacy = (details.get("fingerprint_format") is None) if scratch.manifest is not None else is_legacy(like)
-        if legacy:
+        if self._legacy(scratch, like):
             with self._connect(scratch) as conn:
                 return legacy_fingerprints(conn, mode, like)
-        h: PgScratch = scratch.handle
+        catalog = self._catalog_entries(scratch, like)
+        return dict(sorted({**self._relation_fingerprints(scratch, mode, like), **catalog}.items()))
+
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+                       ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
+        """amcheck and the fingerprints of a restored scratch, overlapped: the catalog inventory
+        (schema, database) is taken first, because the index check may create the amcheck extension
+        for its duration; then amcheck runs on its own connection beside the relation fingerprints."""
+        if self._legacy(scratch, like):
+            return super().check_restored(scratch=scratch, mode=mode, like=like)
+        catalog = self._catalog_entries(scratch, like)
+        checks: list[CheckResult] = []
+        errors: list[BaseException] = []
+
+        def index_check() -> None:
+            try:
+                checks.extend(self.integrity_check(scratch=scratch))
+            except BaseException as e:  # re-raised below, in the drill's thread
+                errors.append(e)
+
+        worker = threading.Thread(target=index_check, name="pg-amcheck", daemon=True)
+        worker.start()
+        try:
+            relations = self._relation_fingerprints(scratch, mode, like)
+        finally:
+            worker.join()
+        if errors:
+            raise errors[0]
+        return checks, dict(sorted({**relations, **catalog}.items()))
+
+    @staticmethod
+    def _legacy(scratch: Scratch, like: dict | None) -> bool:
+        details = (scratch.manifest or {}).get("details") or {}
+        return (details.get("fingerprint_format") is None) if scratch.manifest is not None else is_legacy(like)
+
+    def _relation_fingerprints(self, scratch: Scratch, mode: str, like: dict | None) -> dict[str, dict[str, Any]]:
         # The restored copy is quiescent: relations are fingerprinted in parallel, one connection per core.
-        out = parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
+        return parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
+
+    def _catalog_entries(self, scratch: Scratch, like: dict | None) -> dict[str, dict[str, Any]]:
+        """The ``schema`` and ``database`` entries of a restored scratch, with what is not comparable there."""
+        h: PgScratch = scratch.handle
         with self._connect(scratch) as conn:
             set_fingerprint_session(conn)
-            out[SCHEMA_KEY] = schema_fingerprint(conn)
-            out[DATABASE_KEY] = database_properties(conn)
+            out = {SCHEMA_KEY: schema_fingerprint(conn), DATABASE_KEY: database_properties(conn)}
             roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
         if not h.keep_owners:
             out[SCHEMA_KEY]["not_compared"] = {
@@ -657,7 +662,7 @@ class PostgresEngine(Engine):
             out[DATABASE_KEY]["not_compared"] = {
                 "role_settings": f"roles {', '.join(missing)} do not exist on this server (roles are not replayed "
                                  f"into a {scratch.kind})"}
-        return dict(sorted(out.items()))
+        return out
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Given a policy assertion's SQL, run it read-only with the pinned settings and return the
