@@ -158,7 +158,7 @@ class Policy(_Strict):
     def _engine_scratch(cls, v: DrillSpec, info: ValidationInfo) -> DrillSpec:
         from .engines import validate_scratch
 
-        validate_scratch(info.data.get("engine"), v.scratch)
+        validate_scratch(info.data.get("engine"), v.scratch, info.data.get("source"))
         return v
 
     @model_validator(mode="after")

@@ -459,10 +459,10 @@ def test_assertions_run_read_only_in_the_scratch_schema(engine, servers, secrets
                                 "DBMS_ASSERT.ENQUOTE_NAME(SYS_CONTEXT('USERENV', 'SESSION_USER'), FALSE); END;"]
 
 
-def test_rman_mode_is_refused_as_not_built(engine, secrets_dir, sink_factory):
-    pol = policy(secrets_dir, source={"oracle": {"schema": "HIS", "mode": "rman"}})
-    with pytest.raises(ConfigError, match="rman is not built"):
-        engine.dump(policy=pol, sink=sink_factory())
+def test_rman_mode_needs_its_ssh_block(secrets_dir):
+    """mode rman is built (tests/test_oracle_rman.py); without the database host it is refused at load."""
+    with pytest.raises(ValueError, match=r"source.oracle.ssh\n\s+mode rman needs source.oracle.ssh"):
+        policy(secrets_dir, source={"oracle": {"schema": "HIS", "mode": "rman"}})
 
 
 def test_get_engine_returns_the_oracle_engine():

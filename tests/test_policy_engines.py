@@ -3,6 +3,7 @@ source fields each engine reads. Each bad policy is one line naming the file and
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,11 @@ def _load(tmp_path, engine: str, source: dict, drill: dict | None = None):
     ("postgres", {**PG, "path": "/srv/his.db"}, None, "source", "'path' is not used by engine postgres"),
     ("sqlite", {"dsn": "host=db1"}, None, "source", "'dsn' is not used by engine sqlite"),
     ("sqlite", {}, None, "source", "engine sqlite needs 'path'"),
+    ("oracle", {"dsn": "his-db:1521/HIS", "password_file": "/etc/backupkit/his.pass", "oracle": {"schema": "HIS"}},
+     {"scratch": {"type": "database", "dsn": "drill-db:1521/DRILL", "oracle": {}}}, "drill.scratch.oracle.user",
+     "is required: the drill connects to the scratch database as this admin user (to import the dump"),
+    ("oracle", {"dsn": "his-db:1521/HIS", "password_file": "/etc/backupkit/his.pass", "oracle": {"schema": "HIS"}},
+     None, "drill.scratch.type", "engine oracle in mode datapump drills into a scratch of type database"),
 ])
 def test_what_an_engine_cannot_do_is_refused_at_load(tmp_path, engine, source, drill, field, words):
     with pytest.raises(ConfigError) as e:
@@ -81,7 +87,9 @@ def test_a_password_read_from_the_environment_never_reaches_a_child(monkeypatch)
     assert "HIS_DB_SECRET_T1" not in env and "PGPASSWORD" not in env and env.get("PATH")
     child = kit.Child(["sleep", "5"], what="policy his", tool="sleep").start()
     try:
-        environ = Path(f"/proc/{child.pid}/environ").read_bytes()
+        deadline = time.monotonic() + 5
+        while not (environ := Path(f"/proc/{child.pid}/environ").read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # under load the freshly exec'd image may not be readable yet
     finally:
         child.kill()
         child.close()

@@ -163,8 +163,9 @@ def validate_source(engine: str | None, source) -> None:
         mod.validate_source(source)
 
 
-def validate_scratch(engine: str | None, spec) -> None:
-    """Policy-load check of ``drill.scratch`` by the engine that owns it (no-op for engines without rules)."""
+def validate_scratch(engine: str | None, spec, source=None) -> None:
+    """Policy-load check of ``drill.scratch`` by the engine that owns it, knowing the policy's ``source``
+    (its mode) when it loaded (no-op for engines without rules)."""
     mod = _config_module(engine)
     if mod is not None:
-        mod.validate_scratch(spec)
+        mod.validate_scratch(spec, source)

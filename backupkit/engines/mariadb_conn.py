@@ -182,7 +182,7 @@ def validate_source(source) -> None:
         raise ValueError("options.parallel must be a whole number of mariadb-backup copy threads from 1 to 64")
 
 
-def validate_scratch(spec) -> None:
+def validate_scratch(spec, source=None) -> None:
     """Policy-load check of a MariaDB ``drill.scratch`` (raises ValueError naming the field).
 
     It does not see ``source.mode``: that mode physical drills only into ``ephemeral`` is declared in

@@ -7,7 +7,8 @@ file out with BFILENAME + DBMS_LOB.READ into the artifact pipeline; remove the s
 scratch whose DBID is the source's; create user BKD_<hex>; upload the dump with UTL_FILE.PUT_RAW;
 OPEN('IMPORT') with REMAP_SCHEMA and REMAP_TABLESPACE; scan the log; fingerprint; drop the user and files.
 
-``mode: rman`` is not built (docs/oracle.md). Everything that talks to the server goes through
+``mode: rman`` (a physical backup by RMAN over SSH) lives in oracle_rman.py; the verbs below hand over to
+it when ``source.oracle.mode`` is rman. Everything that talks to the server goes through
 ``self.connect`` (``oracle_conn.open_connection``): the one seam the recording stand-in replaces.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import posixpath
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ from .oracle_datapump import (
     log_errors,
 )
 from .oracle_fingerprint import METHOD_SHA256, SCHEMA_KEY, fingerprints, method_for
+from .oracle_rman import Rman, RmanScratch
+from .oracle_ssh import CountingWriter, OracleHost, directory_path
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,10 @@ DROP_USER = 'DROP USER "{user}" CASCADE'
 CURRENT_SCHEMA = 'ALTER SESSION SET CURRENT_SCHEMA = "{user}"'
 RESET_SCHEMA_BLOCK = ("BEGIN EXECUTE IMMEDIATE 'ALTER SESSION SET CURRENT_SCHEMA = ' || "
                       "DBMS_ASSERT.ENQUOTE_NAME(SYS_CONTEXT('USERENV', 'SESSION_USER'), FALSE); END;")
+
+
+def _is_rman(policy) -> bool:
+    return policy.source.oracle is not None and policy.source.oracle.mode == "rman"
 
 
 def job_prefix(system: str) -> str:
@@ -125,6 +133,8 @@ class OracleEngine(Engine):
 
     def describe_source(self, policy) -> str:
         o = policy.source.oracle
+        if o is not None and o.mode == "rman" and o.ssh is not None:
+            return f"oracle rman {o.ssh.user}@{o.ssh.host} sid {o.ssh.oracle_sid}"
         return f"oracle {policy.source.dsn} schema {o.schema_name if o else '?'}"
 
     def _open(self, spec: ConnectSpec):
@@ -134,13 +144,18 @@ class OracleEngine(Engine):
 
     def dump(self, *, policy, sink: DumpSink) -> DumpResult:
         """Given a policy, export its schema at one SCN into ``sink`` and fingerprint that SCN."""
+        if _is_rman(policy):
+            return Rman(self).dump(policy, sink)
         spec = source_spec(policy)
         opt = policy.source.oracle
-        if opt.mode != "datapump":
-            raise ConfigError(f"policy {policy.system}: source.oracle.mode rman is not built in this release; "
-                              "use mode: datapump (docs/oracle.md)")
         what = f"policy {policy.system}: Oracle {spec.label} schema {opt.schema_name}"
-        conn = self._open(spec)
+        host = OracleHost(opt.ssh, what).connect() if opt.ssh is not None else None  # host key checked first
+        try:
+            conn = self._open(spec)
+        except BaseException:
+            if host is not None:
+                host.close()
+            raise
         dp = DataPump(conn, directory=opt.directory, what=what)
         job = job_prefix(policy.system) + secrets.token_hex(4).upper()
         dump_file, log_file = f"{job}.dmp", f"{job}.log"
@@ -186,8 +201,12 @@ class OracleEngine(Engine):
             if length < 0:
                 raise JobFailed(f"{what}: Data Pump reported COMPLETED but {dump_file} is not in DIRECTORY "
                                 f"{opt.directory}")
-            with dp.reader(dump_file, length) as r:
-                sink.write_stream("data", r)
+            if host is not None:
+                self._read_over_sftp(conn, host, opt.directory, dump_file, length, sink, what)
+                details["datapump"]["transfer"] = f"sftp {host.label}"
+            else:
+                with dp.reader(dump_file, length) as r:
+                    sink.write_stream("data", r)
             details["datapump"]["dump_bytes"] = length
             window = time.monotonic() - t0
             details["flashback_window_seconds"] = round(window, 3)
@@ -205,12 +224,27 @@ class OracleEngine(Engine):
                                opt.directory, one_line(e))
             with contextlib.suppress(Exception):
                 conn.close()
+            if host is not None:
+                host.close()
         for w in details["warnings"]:
             logger.warning("%s: %s", what, w)
         return DumpResult(
             server_version=f"Oracle {ident.version}",
             consistency={"kind": "oracle", "scn": scn, "time": at, "dbid": ident.dbid, "schema": opt.schema_name},
             fingerprints=fps, details=details)
+
+    @staticmethod
+    def _read_over_sftp(conn, host: OracleHost, directory: str, dump_file: str, length: int, sink, what: str) -> None:
+        """Stream the dump file from the DIRECTORY's path on the database host (SFTP) into the sink."""
+        remote = posixpath.join(directory_path(conn, directory, what), dump_file)
+        size = host.size(remote)
+        if size != length:
+            raise JobFailed(f"{what}: {remote} on {host.label} has {size} bytes but UTL_FILE.FGETATTR says {length}; "
+                            f"is ssh.host the database host of DIRECTORY {directory}?")
+        with contextlib.closing(host.open_read(remote)) as r:
+            info = sink.write_stream("data", r)
+        if info.content_bytes != length:
+            raise JobFailed(f"{what}: read {info.content_bytes} bytes of {remote} over SFTP, expected {length}")
 
     @staticmethod
     def _scn(conn, what: str) -> tuple[int, str]:
@@ -255,6 +289,10 @@ class OracleEngine(Engine):
     def scratch(self, *, policy, workdir: Path) -> Iterator[Scratch]:
         """Connect to the scratch database; refuse it (before creating anything) when its DBID is the source's.
         The scratch user is created by restore() and dropped here on exit, with its files and jobs."""
+        if _is_rman(policy):
+            with Rman(self).scratch(policy) as s:
+                yield s
+            return
         spec = scratch_spec(policy)
         opt = policy.drill.scratch.oracle
         conn = self._open(spec)
@@ -339,6 +377,8 @@ class OracleEngine(Engine):
 
     def restore(self, *, policy, scratch: Scratch, source: RestoreSource) -> None:
         """Create the scratch user, upload the dump, import it with REMAP_SCHEMA/REMAP_TABLESPACE and scan the log."""
+        if isinstance(scratch.handle, RmanScratch):
+            return Rman(self).restore(policy, scratch, source)
         h: OracleScratchHandle = scratch.handle
         manifest = scratch.manifest or {}
         cons, details = manifest.get("consistency") or {}, manifest.get("details") or {}
@@ -357,15 +397,24 @@ class OracleEngine(Engine):
         job = "BKI_" + h.user[4:]
         dump_file, log_file = f"{job}.dmp", f"{job}.log"
         h.files += [dump_file, log_file]
-        writer = dp.writer(dump_file)
+        host = None
+        if opt_ssh := policy.drill.scratch.oracle.ssh:
+            host = OracleHost(opt_ssh, what).connect()
+            remote = posixpath.join(directory_path(h.conn, h.directory, what), dump_file)
+            writer = CountingWriter(host.open_write(remote))
+        else:
+            writer = dp.writer(dump_file)
         try:
             source.stream_to("data", writer)
         finally:
             writer.close()
+            if host is not None:
+                host.close()
         length = dp.file_length(dump_file)
         if length != writer.written:
             raise JobFailed(f"{what}: uploaded {writer.written} bytes into {dump_file} but the server file has {length}")
-        scratch.info["upload"] = {"bytes": writer.written, "chunks": writer.calls}
+        scratch.info["upload"] = {"bytes": writer.written, "chunks": writer.calls,
+                                  "transfer": f"sftp {host.label}" if host is not None else "UTL_FILE.PUT_RAW"}
         tablespaces = list(details.get("tablespaces") or [])
         steps = IMPORT_STEPS + "".join(REMAP_TABLESPACE.format(n=i + 1) for i in range(len(tablespaces)))
         sql = _OPEN_JOB.format(operation="IMPORT", version="", steps=steps)
@@ -404,6 +453,8 @@ class OracleEngine(Engine):
 
     def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
         """Objects invalid on the restored copy that were valid in the source fail the check."""
+        if isinstance(scratch.handle, RmanScratch):
+            return Rman(self).integrity_check(scratch)
         h: OracleScratchHandle = scratch.handle
         recorded = set(((scratch.manifest or {}).get("details") or {}).get("invalid_objects") or [])
         now = {f"{t} {n}" for t, n in _rows(h.conn, INVALID_SQL, {"owner": h.user})}
@@ -418,6 +469,8 @@ class OracleEngine(Engine):
 
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         """The restored schema's fingerprints, with the method the manifest recorded."""
+        if isinstance(scratch.handle, RmanScratch):
+            return Rman(self).fingerprints(scratch, mode, like)
         h: OracleScratchHandle = scratch.handle
         methods = {v.get("method") for v in (like or {}).values() if v.get("kind") == "table" and v.get("method")}
         method = methods.pop() if len(methods) == 1 else method_for(h.identity.major)
@@ -428,6 +481,8 @@ class OracleEngine(Engine):
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Run an assertion read-only with the scratch user as the current schema (write unqualified names)."""
+        if isinstance(scratch.handle, RmanScratch):
+            return Rman(self).query_scalar(scratch, sql)
         h: OracleScratchHandle = scratch.handle
         cur = h.conn.cursor()
         try:

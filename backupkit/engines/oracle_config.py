@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # An unquoted Oracle identifier (schema, DIRECTORY object, tablespace, user): stored upper case.
@@ -64,6 +64,98 @@ class OracleClient(_Strict):
         return self.thick or self.client_lib_dir is not None
 
 
+_SID = re.compile(r"^[A-Za-z][A-Za-z0-9_$#]{0,29}$")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*|[0-9A-Fa-f:]+)$")
+_TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
+_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
+
+
+class OracleSsh(_Strict):
+    """``source.oracle.ssh``: the database host, reached over SSH as the Oracle software owner (mode rman).
+
+    The host key must already be in ``known_hosts`` (never added automatically); ``key_file`` is an
+    unencrypted private key (mode 0600). RMAN and SQL*Plus log in with OS authentication (``/``)."""
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str = "oracle"
+    key_file: Path
+    known_hosts: Path
+    timeout: float = Field(30.0, gt=0)
+    oracle_home: str | None = None  # mode rman: on the database host; rman and sqlplus run from <oracle_home>/bin
+    oracle_sid: str | None = None  # mode rman: the source instance (ORACLE_SID) on that host
+    work_dir: str = "/tmp"  # on the database host: backupkit creates (and removes) a private directory here
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not _HOST.fullmatch(v):
+            raise ValueError(f"{v!r} is not a host name or address")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", v):
+            raise ValueError(f"{v!r} is not an OS user name (the Oracle software owner, usually oracle)")
+        return v
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _files(cls, v: Path) -> Path:
+        return _absolute(v)
+
+    @field_validator("oracle_home", "work_dir")
+    @classmethod
+    def _remote(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not _REMOTE_PATH.fullmatch(v) or "/../" in v + "/":
+            raise ValueError(f"{v!r} is not an absolute path on the database host (letters, digits, _ . / + - only)")
+        return v.rstrip("/") or "/"
+
+    @field_validator("oracle_sid")
+    @classmethod
+    def _sid(cls, v: str | None) -> str | None:
+        if v is not None and not _SID.fullmatch(v):
+            raise ValueError(f"{v!r} is not an ORACLE_SID (a letter, then letters, digits, _ $ #)")
+        return v
+
+
+class OracleRman(_Strict):
+    """``source.oracle.rman``: how a physical backup is taken, or which existing RMAN job is adopted."""
+
+    tag: str | None = None  # RMAN tag; backupkit's own runs use <tag>_<yymmddhhmmss> (default tag BK)
+    adopt_existing: bool = False  # do not run a backup: pick up the pieces of the DBA's latest job with this tag
+    max_age_hours: float = Field(26.0, gt=0)  # an adopted job older than this fails the backup
+    format: str | None = None  # directory on the database host for backupkit's pieces (default: the FRA)
+    max_job_seconds: int = Field(6 * 3600, ge=60)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v: str | None) -> str | None:
+        if v is not None and not _TAG.fullmatch(v):
+            raise ValueError(f"{v!r} is not an RMAN tag (a letter, then letters, digits and _, at most 30)")
+        return v.upper() if v else v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        if v is not None and (not _REMOTE_PATH.fullmatch(v) or "/../" in v + "/"):
+            raise ValueError(f"{v!r} is not an absolute directory on the database host")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _adopt(self) -> "OracleRman":
+        if self.adopt_existing and not self.tag:
+            raise_field("OracleRman", "tag", "adopt_existing needs the tag of the DBA's RMAN job "
+                        "(e.g. NIGHTLY); backupkit picks up that job's pieces", None)
+        if self.adopt_existing and self.format:
+            raise_field("OracleRman", "format", "format is for backups backupkit runs; remove it with "
+                        "adopt_existing (the DBA's job decides where its pieces go)", None)
+        return self
+
+
 class OracleSource(OracleClient):
     """``source.oracle``: what a Data Pump backup exports and where the server writes it."""
 
@@ -74,6 +166,24 @@ class OracleSource(OracleClient):
     poll_seconds: int = Field(5, ge=1, le=300)  # GET_STATUS timeout per poll
     max_job_seconds: int = Field(6 * 3600, ge=60)  # a Data Pump job running longer is stopped and the backup fails
     export_mb_per_second: float = Field(20.0, gt=0)  # for the UNDO_RETENTION estimate (ORA-01555 risk)
+    # mode rman: the database host (RMAN and SQL*Plus run there as oracle); mode datapump: the dump file is
+    # read over SFTP from the DIRECTORY's path on that host instead of through BFILENAME chunks
+    ssh: OracleSsh | None = None
+    rman: OracleRman | None = None  # mode rman: tag, adopt the DBA's job, piece directory
+
+    @model_validator(mode="after")
+    def _mode_blocks(self) -> "OracleSource":
+        if self.mode == "rman" and self.ssh is None:
+            raise_field("OracleSource", "ssh", "mode rman needs source.oracle.ssh (host, key_file, known_hosts, "
+                        "oracle_home, oracle_sid): RMAN runs on the database host (docs/oracle.md)", None)
+        if self.mode == "rman":
+            for f in ("oracle_home", "oracle_sid"):
+                if getattr(self.ssh, f) is None:
+                    raise_field("OracleSource", f"ssh.{f}", f"mode rman needs ssh.{f}: RMAN runs on the database "
+                                "host with that ORACLE_HOME and ORACLE_SID", None)
+        if self.mode != "rman" and self.rman is not None:
+            raise_field("OracleSource", "rman", "the rman block is used only with mode: rman; remove it", None)
+        return self
 
     @field_validator("schema_name")
     @classmethod
@@ -96,16 +206,35 @@ class OracleSource(OracleClient):
 class OracleScratch(OracleClient):
     """``drill.scratch.oracle``: the drill database's admin account, DIRECTORY and tablespace."""
 
-    user: str  # an account with the grants of docs/oracle.md (creates and drops the scratch user)
+    user: str | None = None  # an account with the grants of docs/oracle.md (creates and drops the scratch user)
     directory: str = "DATA_PUMP_DIR"
     tablespace: str = "USERS"  # every source tablespace is remapped here
     poll_seconds: int = Field(5, ge=1, le=300)
     max_job_seconds: int = Field(6 * 3600, ge=60)
 
+    # mode rman: the ORACLE_SID of an auxiliary instance on the database host (started NOMOUNT by the DBA)
+    # that a drill DUPLICATEs the backup into, opens, fingerprints and drops; absent: RESTORE VALIDATE only.
+    aux_instance: str | None = None
+    # mode datapump: the scratch database host; the dump is uploaded over SFTP into the DIRECTORY's path
+    # instead of UTL_FILE.PUT_RAW chunks
+    ssh: OracleSsh | None = None
+
     @field_validator("user")
     @classmethod
-    def _user(cls, v: str) -> str:
-        return _identifier(v, "user")
+    def _user(cls, v: str | None) -> str | None:
+        return _identifier(v, "user") if v is not None else None
+
+    @field_validator("aux_instance")
+    @classmethod
+    def _aux(cls, v: str | None) -> str | None:
+        if v is not None and not _SID.fullmatch(v):
+            raise ValueError(f"{v!r} is not an ORACLE_SID (a letter, then letters, digits, _ $ #)")
+        return v
+
+    @property
+    def validate_only(self) -> bool:
+        """mode rman without an auxiliary instance: the drill runs RESTORE VALIDATE on the database host only."""
+        return self.aux_instance is None and self.user is None
 
     @field_validator("directory")
     @classmethod
@@ -183,6 +312,15 @@ def check_endpoint(model: str, *, dsn, client: OracleClient | None, password_fil
     """The load-time checks of an Oracle endpoint (source or scratch); no-op without an oracle block."""
     if client is None:
         return
+    if isinstance(client, OracleSource) and client.mode == "rman" and not dsn and password_file is None \
+            and not password_env:
+        return  # mode rman without a connect string: no fingerprints, RMAN and sqlplus use OS authentication
+    if isinstance(client, OracleScratch):
+        if client.validate_only and not dsn:
+            return  # mode rman, RESTORE VALIDATE only: no database to connect to
+        if client.user is None:
+            raise_field(model, "oracle.user", "is required: the drill connects to the scratch database as this "
+                        "admin user (to import the dump; in mode rman, to open the auxiliary instance)", None)
     problem = descriptor_problem(dsn, client)
     if problem:
         raise_field(model, "dsn", problem, dsn)
@@ -197,7 +335,8 @@ def validate_source(source) -> None:
         raise ValueError("engine oracle needs source.oracle with at least 'schema' (see docs/oracle.md)")
 
 
-def validate_scratch(spec) -> None:
-    """Policy-load rule for engine oracle: a database scratch needs its ``oracle`` block (the admin user)."""
+def validate_scratch(spec, source=None) -> None:
+    """Policy-load rule for engine oracle: a database scratch needs its ``oracle`` block (the admin user;
+    checked with the endpoint in ``check_endpoint``)."""
     if spec.type == "database" and spec.oracle is None:
         raise ValueError("engine oracle needs drill.scratch.oracle with at least 'user' (see docs/oracle.md)")

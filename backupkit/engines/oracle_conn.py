@@ -69,7 +69,7 @@ def source_spec(policy) -> ConnectSpec:
 def scratch_spec(policy) -> ConnectSpec:
     """The ConnectSpec of a policy's drill scratch database."""
     sc = policy.drill.scratch
-    if sc.type != "database" or sc.oracle is None or not sc.dsn:
+    if sc.type != "database" or sc.oracle is None or not sc.dsn or not sc.oracle.user:
         raise ConfigError(f"policy {policy.system}: engine oracle drills into an existing scratch database: set "
                           "drill.scratch.type: database, drill.scratch.dsn and drill.scratch.oracle.user "
                           "(see docs/oracle.md)")

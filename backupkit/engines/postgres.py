@@ -188,7 +188,8 @@ class PostgresEngine(Engine):
             f"SELECT pg_export_snapshot(), {lsn_fn}::text, txid_snapshot_xmin(txid_current_snapshot()), now()"
         ).fetchone()
         consistency = {"kind": "postgres", "lsn": lsn, "snapshot": snapshot, "xmin": int(xmin),
-                       "time": at.astimezone(timezone.utc).isoformat(), "standby": bool(in_recovery)}
+                       "time": at.astimezone(timezone.utc).isoformat(), "standby": bool(in_recovery),
+                       "exactness": "exact"}  # pg_dump --snapshot: the fingerprints read the same exported snapshot
 
         argv = [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--dbname", src.conninfo()]
         fp_result: dict[str, Any] = {}

@@ -25,6 +25,7 @@ from ..failpoint import failpoint
 from ..files import create_private
 from ..repository import fsync_dir
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
+from .kit import teardown_proof
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class SqliteEngine(Engine):
         copy.unlink()
         return DumpResult(
             server_version=f"SQLite {version}",
-            consistency={"kind": "sqlite", "data_version": data_version, "time": at},
+            consistency={"kind": "sqlite", "exactness": "exact", "data_version": data_version, "time": at},
             fingerprints=fps,
         )
 
@@ -189,9 +190,12 @@ class SqliteEngine(Engine):
         try:
             yield s
         finally:
-            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+            side = {"wal": Path(f"{path}-wal"), "shm": Path(f"{path}-shm"), "journal": Path(f"{path}-journal")}
+            for p in (path, *side.values()):
                 p.unlink(missing_ok=True)
-            s.teardown_proof = {"path": str(path), "exists_after_teardown": path.exists()}
+            # kit's form (``*_exists`` keys, so kit.proof_clean can judge it) plus the older key reports read
+            s.teardown_proof = {**teardown_proof(paths={"path": path, **side}),
+                                "exists_after_teardown": os.path.lexists(path)}
 
     def restore(self, *, policy, scratch: Scratch, source: RestoreSource) -> None:
         """Write the restored file beside its destination, then put it in place.
