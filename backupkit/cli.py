@@ -309,7 +309,8 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
     """Restore a backup into a scratch instance, prove it, tear it down, record it."""
     import random
 
-    from .actions.drill import candidate_backups, run_drill
+    from .actions.drill import run_drill
+    from .actions.lifecycle import candidate_backups
     from .report_text import print_drill
     from .scheduler import drill_is_due
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .ledger import Record
+from .records import CopyRecord, DrillRecord, PruneRecord, VerifyRecord
 
 LOCAL = "local"
 
@@ -46,7 +47,7 @@ class History:
 
 def prune_phase(r: Record) -> str:
     """``planned`` or ``done``; records written before phases existed were written after deleting."""
-    return r.body.get("phase", "done")
+    return PruneRecord.of(r).phase
 
 
 def history(records: Iterable[Record], system: str) -> History:
@@ -54,26 +55,31 @@ def history(records: Iterable[Record], system: str) -> History:
     h = History(system)
     planned: dict[int, Record] = {}
     for r in sorted((r for r in records if r.policy in (system, "*")), key=lambda r: r.seq):
-        b = r.body
         if r.kind == "backup" and r.policy == system:
             h.committed.setdefault(r.subject, r)
-        elif r.kind == "copy" and r.policy == system and b.get("status") == "ok":
-            h.copied.setdefault(b.get("target", ""), set()).add(r.subject)
+        elif r.kind == "copy" and r.policy == system:
+            c = CopyRecord.of(r)
+            if c.ok:
+                h.copied.setdefault(c.target or "", set()).add(r.subject)
         elif r.kind == "prune" and r.policy == system:
-            where = b.get("location", LOCAL)
-            gone = b.get("remove", []) if prune_phase(r) == "planned" else b.get("removed", [])
-            h.removed.setdefault(where, set()).update(gone)
-            if prune_phase(r) == "planned":
+            p = PruneRecord.of(r)
+            h.removed.setdefault(p.location, set()).update(p.gone)
+            if p.planned:
                 planned[r.seq] = r
             else:
-                planned.pop(b.get("plan_seq"), None)
-        elif r.kind == "drill" and r.policy == system and b.get("backup_id"):
-            h.last_drill[b["backup_id"]] = r
-        elif r.kind == "verify" and b.get("deep"):
-            for row in b.get("results", []):
-                if row.get("system") == system and row.get("backup_id"):
-                    h.last_deep_verify[row["backup_id"]] = row.get("status", "")
+                planned.pop(p.plan_seq, None)
+        elif r.kind == "drill" and r.policy == system:
+            d = DrillRecord.of(r)
+            if d.backup_id:
+                h.last_drill[d.backup_id] = r
+        elif r.kind == "verify":
+            v = VerifyRecord.of(r)
+            if v.deep:
+                for row in v.rows_for(system):
+                    if row.backup_id:
+                        h.last_deep_verify[row.backup_id] = row.status or ""
         elif r.kind == "hold" and r.policy == system:
+            b = r.body
             if b.get("action") == "release":
                 h.holds.pop(r.subject, None)
             else:
@@ -89,7 +95,7 @@ def protected(h: History, present: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for bid in reversed(order):
         d = h.last_drill.get(bid)
-        if d is not None and d.body.get("verdict") == "passed":
+        if d is not None and DrillRecord.of(d).passed:
             out.setdefault(bid, []).append(f"newest backup whose latest drill passed ({d.subject})")
             break
     for bid in reversed(order):

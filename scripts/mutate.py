@@ -60,6 +60,7 @@ MODULES: dict[str, list[str]] = {
     "backupkit/manifest.py": ["tests/test_manifest_units.py"],
     "backupkit/evidence/verify.py": ["tests/test_units_evidence_verify.py"],
     "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS],
+    "backupkit/records.py": ["tests/test_units_records.py", "tests/test_units_history.py", "tests/test_units_status.py"],
 }
 
 CMP_SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

@@ -21,6 +21,7 @@ command -v localedef >/dev/null 2>&1 && [ -d /usr/share/i18n/locales ] || missin
 command -v mariadb-dump >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } && command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v mariadb-backup >/dev/null 2>&1 || missing+=(mariadb-backup)
+command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)        # PostgreSQL physical mode (tests/fixtures/pgbackrest.py)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -qq

@@ -7,7 +7,6 @@ restore, compare fingerprints, and append a ``restore`` ledger record.
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, timezone
 
@@ -16,7 +15,8 @@ from ..engines import engine_for
 from ..errors import ConfigError, VerificationFailed
 from ..policy import Policy
 from ..verdict import compare_fingerprints
-from .drill import TimedSource, fingerprint_key, restored_fingerprints, check_artifacts, check_identity, fetch_from_target, pick_local, scratch_workdir
+from .lifecycle import (check_artifacts, check_identity, fingerprint_key, pick_backup, remove_workdir,
+                        restored_fingerprints, scratch_workdir, timed_source)
 
 
 def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str | None, from_target: str | None,
@@ -26,8 +26,7 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
     work = wd.path
     t0 = time.monotonic()
     try:
-        picked = (fetch_from_target(ctx, policy, from_target, backup_id, work / "fetched") if from_target
-                  else pick_local(ctx, policy, backup_id))
+        picked = pick_backup(ctx, policy, backup_id, from_target, work)
         what = f"backup {policy.system}/{picked.backup_id}"
         manifest = check_artifacts(ctx, picked, what)
         check_identity(ctx, manifest, what)
@@ -37,15 +36,13 @@ def run_restore(ctx: Context, policy: Policy, *, backup_id: str | None, dsn: str
                 if not (force or replace_source):
                     raise ConfigError(f"destination {dsn} is not empty; pass --force to restore over it")
                 dest.replace_existing = True
-            source = TimedSource(picked.directory, manifest["streams"], ctx.identities, what=what,
-                                 recipient_ids=manifest["recipients"])
+            source = timed_source(ctx, picked, manifest, what)
             fp_key = fingerprint_key(source, manifest, what)
             engine.restore(policy=policy, scratch=dest, source=source)
             checks = compare_fingerprints(manifest["fingerprints"], restored_fingerprints(engine, dest, manifest, fp_key))
             destination = dest.info
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        wd.close()
+        remove_workdir(wd, stop=False)  # a restore starts no scratch server of its own
     bad = [c for c in checks if c["status"] != "passed"]
     body = {"backup_id": picked.backup_id, "copy": picked.copy, "destination": destination, "forced": force,
             "replaced_source": replace_source,

@@ -19,6 +19,7 @@ from ..durations import format_duration
 from ..history import LOCAL, history
 from ..ledger import Record
 from ..policy import Policy
+from ..records import CopyRecord, DrillRecord
 from ..verdict import age_ok
 
 
@@ -75,8 +76,8 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
                       drill_every_seconds=policy.drill.every.total_seconds(),
                       rto_target_seconds=policy.tier.total_seconds(), targets=list(policy.targets))
     backups = sorted((r for r in records if r.kind == "backup"), key=lambda r: r.seq)
-    copies = [r for r in records if r.kind == "copy" and r.body.get("status") == "ok"]
-    drills = sorted((r for r in records if r.kind == "drill"), key=lambda r: r.seq)
+    copies = [(r, c) for r in records if r.kind == "copy" for c in [CopyRecord.of(r)] if c.ok]
+    drills = sorted(((r, DrillRecord.of(r)) for r in records if r.kind == "drill"), key=lambda x: x[0].seq)
     if backups:
         last = backups[-1]
         st.last_backup = last.subject
@@ -95,7 +96,7 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
                            "(MLPS 8.1.4.9 b asks for offsite backup)")
     newest_copy_seq = 0
     for target in policy.targets:
-        mine = sorted((c for c in copies if c.body.get("target") == target), key=lambda r: r.seq)
+        mine = sorted((r for r, c in copies if c.target == target), key=lambda r: r.seq)
         if mine and mine[-1].seq > newest_copy_seq:
             newest_copy_seq, st.last_offsite_copy = mine[-1].seq, mine[-1].subject
         if _skewed(st, mine[-1] if mine else None, now, "copy of", f" to {target}"):
@@ -104,13 +105,13 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
             st.offsite_ok = False
             st.problems.append(f"no verified offsite copy on {target} within the RPO")
     if drills:
-        last = drills[-1]
+        last, body = drills[-1]
         st.last_drill = last.subject
-        st.last_drill_verdict = last.body.get("verdict")
-        st.last_rto_seconds = (last.body.get("rto") or {}).get("measured_seconds")
+        st.last_drill_verdict = body.verdict
+        st.last_rto_seconds = body.measured_rto
         if st.last_rto_seconds is not None:
             st.rto_ok = st.last_rto_seconds <= policy.tier.total_seconds()
-    passed = [d for d in drills if d.body.get("verdict") == "passed"]
+    passed = [r for r, d in drills if d.passed]
     if _skewed(st, passed[-1] if passed else None, now, "passing drill"):
         st.drill_ok = False
     elif age_ok(passed[-1].when if passed else None, policy.drill.every, now):
@@ -119,7 +120,7 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
         st.drill_ok = False
         st.problems.append("no passing drill yet" if not passed else
                            f"last passing drill is older than drill.every ({format_duration(policy.drill.every)})")
-    if st.last_drill_verdict == "failed":
+    if drills and drills[-1][1].failed:
         st.problems.append("the last drill failed")
     if st.rto_ok is False:
         st.problems.append("the last drill's recovery time exceeded the tier")

@@ -21,6 +21,7 @@ from typing import Callable
 import yaml
 
 from ..durations import parse_duration
+from ..records import DrillRecord
 from . import rules
 from .facts import Facts
 from .i18n import LANGS, message
@@ -100,7 +101,7 @@ def last_drill(f: Facts, policy, st, p: dict) -> Finding:
     if not f.drills:
         return Finding("last_drill", rules.NON, "no_drill")
     last = max(f.drills, key=lambda r: r.seq)
-    passed = (last.body.get("verdict") == "passed") if isinstance(last.body, dict) else False
+    passed = DrillRecord.of(last).passed
     v = rules.last_drill(passed, bool(f.passing))
     key = "last_drill_passed" if passed else ("last_drill_failed_earlier_passed" if f.passing else "last_drill_failed")
     return Finding("last_drill", v, key, {"drill": last.subject}, [last.seq] + [r.seq for r in f.passing[-1:]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
+from ..records import CopyRecord, DrillRecord
 from ..reviews import Reviews
 from .facts import Facts
 from .i18n import LANGS, local_day, message, show_time
@@ -16,6 +17,10 @@ _STATUS = {"missing": {"zh": "缺失", "en": "missing"}, "failed": {"zh": "损�
 
 def _status(s) -> dict:
     return _STATUS.get(str(s), {"zh": f"状态“{s}”", "en": str(s)})
+
+
+def _or(v, default):
+    return default if v is None else v
 
 
 def _ex(kind: str, system: str, when: str, key: str, args: dict, records: list[int]) -> dict:
@@ -37,7 +42,7 @@ def exceptions(facts_by_system: dict[str, Facts], policies: list, records, revie
             out.append(_ex("failed_backup", s, show_time(r.time, tz), "ex_failed_backup", {"subject": r.subject}, [r.seq]))
         for r in f.failed_copies:
             out.append(_ex("failed_copy", s, show_time(r.time, tz), "ex_failed_copy",
-                           {"subject": r.subject, "target": r.body.get("target", "?")}, [r.seq]))
+                           {"subject": r.subject, "target": _or(CopyRecord.of(r).target, "?")}, [r.seq]))
         limit = p.rpo.total_seconds()
         for c in f.copies:
             b = next(r for r in f.backups if r.seq == c.backup_seq)
@@ -57,9 +62,9 @@ def exceptions(facts_by_system: dict[str, Facts], policies: list, records, revie
                                [sa, sb]))
         tier = p.tier.total_seconds()
         for r in f.drills:
-            b = r.body if isinstance(r.body, dict) else {}
+            d = DrillRecord.of(r)
             revs, _, _ = reviews.for_drill(r.subject)
-            if b.get("verdict") != "passed":
+            if not d.passed:
                 out.append(_ex("drill_failed", s, show_time(r.time, tz), "ex_drill_failed", {"subject": r.subject},
                                [r.seq]))
                 if not revs:
@@ -69,8 +74,8 @@ def exceptions(facts_by_system: dict[str, Facts], policies: list, records, revie
                 if rv.body.get("verdict") == "rejected":
                     out.append(_ex("review_rejected", s, show_time(rv.time, tz), "ex_review_rejected",
                                    {"subject": r.subject, "reviewer": rv.body.get("reviewer", "")}, [r.seq, rv.seq]))
-            m = (b.get("rto") or {}).get("measured_seconds") if isinstance(b.get("rto"), dict) else None
-            if isinstance(m, (int, float)) and m > tier:
+            m = d.measured_rto
+            if m is not None and m > tier:
                 out.append(_ex("rto_exceeded", s, show_time(r.time, tz), "ex_rto_exceeded",
                                {"subject": r.subject, "measured_s": m, "tier_s": tier}, [r.seq]))
         for seq, row in f.verify_failures:

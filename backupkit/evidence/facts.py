@@ -12,11 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
+from ..records import CopyRecord, DrillRecord, VerifyRecord
 from .i18n import aware, day_start, local_day
-
-
-def _b(r) -> dict:
-    return r.body if isinstance(r.body, dict) else {}
 
 
 def period_days(start: datetime, end: datetime, tz: tzinfo) -> list[date]:
@@ -84,30 +81,31 @@ def facts(records, system: str, targets: list[str], *, start: datetime, end: dat
         f.backup_days.setdefault(local_day(r.time, tz), []).append(r.seq)
     f.due = due_days(f.days, set(f.backup_days), as_of, tz)
     f.failed_backups = [r for r in mine if r.kind == "abandoned"]
-    copies = [r for r in mine if r.kind == "copy"]
-    f.ok_copies = [r for r in copies if _b(r).get("status") == "ok"]
-    f.failed_copies = [r for r in copies if _b(r).get("status") != "ok"]
+    copies = [(r, CopyRecord.of(r)) for r in mine if r.kind == "copy"]
+    f.ok_copies = [r for r, c in copies if c.ok]
+    f.failed_copies = [r for r, c in copies if not c.ok]
+    ok_targets = {r.seq: c.target for r, c in copies if c.ok}
     for b in f.backups:
         for t in targets:
-            first = next((c for c in f.ok_copies if c.subject == b.subject and _b(c).get("target") == t
+            first = next((c for c in f.ok_copies if c.subject == b.subject and ok_targets[c.seq] == t
                           and c.seq > b.seq), None)
             lag = max((aware(first.time) - aware(b.time)).total_seconds(), 0.0) if first is not None else None
             f.copies.append(CopyFact(b.seq, b.subject, t, first.seq if first else None, lag))
     f.drills = [r for r in mine if r.kind == "drill"]
-    f.passing = [r for r in f.drills if _b(r).get("verdict") == "passed"]
+    drills = [(r, DrillRecord.of(r)) for r in f.drills]
+    f.passing = [r for r, d in drills if d.passed]
     f.drill_gaps = gaps(start, [aware(r.time) for r in f.passing], max(as_of, start))
     seqs = [None] + [r.seq for r in sorted(f.passing, key=lambda r: aware(r.time))] + [None]
     f.gap_drill_seqs = list(zip(seqs, seqs[1:]))
-    for r in f.drills:
-        m = (_b(r).get("rto") or {}).get("measured_seconds") if isinstance(_b(r).get("rto"), dict) else None
-        if isinstance(m, (int, float)):
-            f.measured.append((r.seq, float(m)))
+    for r, d in drills:
+        if d.measured_rto is not None:
+            f.measured.append((r.seq, float(d.measured_rto)))
     for r in records:
         if r.kind != "verify":
             continue
-        rows = [x for x in (_b(r).get("results") or []) if isinstance(x, dict) and x.get("system") == system]
+        rows = VerifyRecord.of(r).rows_for(system)
         if rows:
             f.verify_runs.append(r)
-        f.verify_failures += [(r.seq, x) for x in rows if x.get("status") != "ok"]
+        f.verify_failures += [(r.seq, x.as_dict()) for x in rows if not x.ok]
     f.prunes = [r for r in mine if r.kind == "prune"]
     return f

@@ -8,6 +8,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from ..records import CopyRecord, DrillRecord
 from ..reviews import Reviews, fold
 from .controls import evaluate
 from .exceptions import exceptions
@@ -68,7 +69,7 @@ def to_csv(header: list[str], rows: list[list]) -> bytes:
 def backup_rows(records, tz) -> list[list]:
     copies: dict[str, list[str]] = {}
     for r in records:
-        if r.kind == "copy" and _d(r.body).get("status") == "ok":
+        if r.kind == "copy" and CopyRecord.of(r).ok:
             copies.setdefault(r.subject, []).append(str(_d(r.body).get("target", "")))
     out = []
     for r in records:
@@ -94,13 +95,14 @@ def drill_rows(records, reviews: Reviews, tz, verdict_word) -> list[list]:
         b = _d(r.body)
         rto, rpo, copy = _d(b.get("rto")), _d(b.get("rpo")), _d(b.get("copy"))
         checks = [c for c in (b.get("checks") or []) if isinstance(c, dict)]
+        d = DrillRecord.of(r)
         revs, _, _ = reviews.for_drill(r.subject)
         last = revs[-1].body if revs else {}
         out.append([r.seq, r.policy, r.subject, show_time(b.get("started"), tz), show_time(b.get("finished"), tz),
                     b.get("backup_id") or "", copy.get("target") or copy.get("location") or "",
                     verdict_word(b.get("verdict")), rto.get("measured_seconds", ""), rto.get("target_seconds", ""),
                     rpo.get("age_seconds", ""), rpo.get("target_seconds", ""), rpo.get("judged", ""),
-                    sum(1 for c in checks if c.get("status") == "passed"), len(checks),
+                    d.checks_passed, len(checks),
                     "; ".join(map(str, b.get("deviations") or [])), _d(b.get("operator")).get("user", ""),
                     verdict_word(last.get("verdict")) if last else "", last.get("reviewer", "") if last else "",
                     r.hash])

@@ -15,6 +15,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from ..history import LOCAL, history
+from ..records import CopyRecord
 from ..redact import redact_text
 from . import i18n
 from .i18n import duration, show_time
@@ -106,7 +107,7 @@ def log_rows(records, system, lang, tz) -> list[dict]:
         elif r.kind == "copy":
             out.append({"seq": r.seq, "time": show_time(r.time, tz), "kind": F["copy"], "object": r.subject,
                         "size": sum(int(_d(x).get("bytes") or 0) for x in (b.get("files") or []) if isinstance(x, dict)),
-                        "ok": b.get("status") == "ok", "detail": b.get("target", "")})
+                        "ok": CopyRecord.of(r).ok, "detail": b.get("target", "")})
         else:
             out.append({"seq": r.seq, "time": show_time(r.time, tz), "kind": F["restore"], "object": r.subject,
                         "size": "", "ok": b.get("status", "ok") == "ok", "detail": ""})

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from ..keys import fingerprint_groups
+from ..records import DrillRecord, Step, VerifyRecord
 from . import i18n
 from .i18n import duration, label, show_time, term, verdict_label
 
@@ -146,12 +147,13 @@ def drill_view(r, reviews, lang: str, tz, as_of) -> dict:
     timeline = []
     for s in _l(b.get("timeline")):
         s = _d(s)
+        ok = Step.model_validate(s).ok
         timeline.append({"step": term("steps", str(s.get("step", "")), lang), "raw": s.get("step", ""),
                          "started": show_time(s.get("started"), tz) if s.get("started") else "—",
                          "seconds": duration(s.get("seconds"), lang),
-                         "ok": s.get("status") == "ok",
-                         "status": label(lang, "ok" if s.get("status") == "ok" else "failed_status"),
-                         "detail": s.get("detail") if s.get("status") != "ok" else ""})
+                         "ok": ok,
+                         "status": label(lang, "ok" if ok else "failed_status"),
+                         "detail": s.get("detail") if not ok else ""})
     teardown = _d(b.get("teardown"))
     if "exists_after_teardown" in teardown:
         td = label(lang, "teardown_ok" if teardown.get("exists_after_teardown") is False else "teardown_left",
@@ -173,9 +175,10 @@ def drill_view(r, reviews, lang: str, tz, as_of) -> dict:
                                        target=duration(rpo.get("target_seconds"), lang),
                                        verdict=label(lang, "within" if rpo.get("met") else "over"))))
     op = _d(b.get("operator"))
+    passed = DrillRecord.of(r).passed
     return {
-        "seq": r.seq, "id": r.subject, "system": r.policy, "passed": b.get("verdict") == "passed",
-        "verdict": label(lang, "passed" if b.get("verdict") == "passed" else "failed"),
+        "seq": r.seq, "id": r.subject, "system": r.policy, "passed": passed,
+        "verdict": label(lang, "passed" if passed else "failed"),
         "started": show_time(b.get("started") or r.time, tz), "finished": show_time(b.get("finished") or r.time, tz),
         "backup_id": b.get("backup_id") or "", "copy_text": copy_text,
         "manifest": backup.get("manifest_sha256") or "", "policy_sha": backup.get("policy_sha256") or "",
@@ -305,13 +308,13 @@ def verify_view(records, systems, lang, tz) -> list[dict]:
         if r.kind != "verify":
             continue
         b = _d(r.body)
-        rows = [x for x in _l(b.get("results")) if isinstance(x, dict) and x.get("system") in systems]
+        rows = [x for x in VerifyRecord.of(r).results if x.system in systems]
         if not rows:
             continue
         out.append({"seq": r.seq, "time": show_time(r.time, tz),
                     "where": b.get("where") or b.get("target") or b.get("location") or "",
                     "deep": label(lang, "deep" if b.get("deep") else "shallow"), "checked": len(rows),
-                    "failed": [x for x in rows if x.get("status") != "ok"]})
+                    "failed": [x.as_dict() for x in rows if not x.ok]})
     return out
 
 

@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--via", choices=["cli", "engine"], default="cli",
                     help="cli: backupkit --config CFG backup/drill; engine: PostgresEngine directly")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/var/tmp/backupkit-bench")))
+    ap.add_argument("--only", default="",
+                    help="comma-separated words; run only the rows whose function name contains one of them "
+                         "(e.g. 'drill' or 'mariadb,pgbackrest'); default: every row")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     load_extra_rows()
     failed = False
     print(f"backupkit benchmark: scale {args.scale:g}, {args.repeat} rounds, via {args.via}")
+    words = [w for w in args.only.split(",") if w]
     for fn in ROWS:
+        if words and not any(w in fn.__name__ for w in words):
+            continue
         try:
             r = fn(b)
         except Exception as e:  # a row that cannot run is reported, never skipped
