@@ -8,8 +8,6 @@ DiskDirectory), so its Data Pump writes the dump where sshd serves it and import
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
 
@@ -22,17 +20,8 @@ from backupkit.verdict import compare_fingerprints
 from fixtures.oracle_fake import DiskDirectory, FakeCursor
 from fixtures.postgres import open_source
 
-PASSWORD = "S3cret-Oracle-pw"
 
 
-@pytest.fixture
-def secrets_dir(tmp_path) -> Path:
-    d = tmp_path / "secrets"
-    d.mkdir()
-    for name in ("source.pass", "scratch.pass"):
-        (d / name).write_text(PASSWORD + "\n")
-        os.chmod(d / name, 0o600)
-    return d
 
 
 @pytest.fixture

@@ -26,22 +26,13 @@ from backupkit.errors import ConfigError, JobFailed, TransientError
 from backupkit.policy import Policy, load_policy
 from backupkit.verdict import compare_fingerprints
 
-from fixtures.oracle_fake import ora
+from fixtures.oracle_fake import PASSWORD, ora
 from fixtures.postgres import open_source
 
-PASSWORD = "S3cret-Oracle-pw"
 COLUMNS = [("ID", "NUMBER"), ("NAME", "VARCHAR2"), ("ADMITTED", "DATE"), ("NOTE", "CLOB")]
 ROWS = [(1, "王小明", "2026-01-01", "青霉素过敏"), (2, "李四", None, None), (2, "李四", None, None)]
 
 
-@pytest.fixture
-def secrets_dir(tmp_path) -> Path:
-    d = tmp_path / "secrets"
-    d.mkdir()
-    for name in ("source.pass", "scratch.pass"):
-        (d / name).write_text(PASSWORD + "\n")
-        os.chmod(d / name, 0o600)
-    return d
 
 
 def policy(secrets_dir: Path, *, source: dict | None = None, scratch: dict | None = None, **drill) -> Policy:

@@ -26,23 +26,14 @@ from backupkit.errors import ConfigError, JobFailed
 from backupkit.policy import Policy, load_policy
 from backupkit.verdict import compare_fingerprints
 
-from fixtures.oracle_fake import FakeServer, Table, ora
+from fixtures.oracle_fake import PASSWORD, FakeServer, Table, ora
 from fixtures.oracle_host import STANDIN, OracleHostStandin
 from fixtures.postgres import open_source
 
-PASSWORD = "S3cret-Oracle-pw"
 COLUMNS = [("ID", "NUMBER"), ("NAME", "VARCHAR2")]
 ROWS = [(1, "王小明"), (2, "李四")]
 
 
-@pytest.fixture
-def secrets_dir(tmp_path) -> Path:
-    d = tmp_path / "secrets"
-    d.mkdir()
-    for name in ("source.pass", "scratch.pass"):
-        (d / name).write_text(PASSWORD + "\n")
-        os.chmod(d / name, 0o600)
-    return d
 
 
 def policy(host, secrets_dir: Path, *, rman: dict | None = None, aux: str | None = None, ssh: dict | None = None,

@@ -21,6 +21,7 @@ from backupkit.engines.postgres import PostgresEngine
 from backupkit.errors import ConfigError, JobFailed
 from backupkit.verdict import compare_fingerprints
 
+from fixtures.common import children_named
 from fixtures.postgres import ADMIN_DSN, make_policy, open_source, pg_dsn, pg_exec, pg_scalar
 
 pytestmark = pytest.mark.postgres
@@ -274,21 +275,6 @@ def test_wrong_password_and_right_password(scram_cluster, age_keys, dump_dir, tm
     assert not [p for p in sink.workdir.iterdir() if p.name.startswith(".pgpass")]
 
 
-def _children_named(name: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if comm == name and ppid == os.getpid():
-                out.append(int(d.name))
-    return out
-
-
 class KillingSink(DirectorySink):
     """Kills pg_dump after the first chunk of the data stream."""
 
@@ -305,7 +291,7 @@ class KillingSink(DirectorySink):
                 data = reader.read(size)
                 self.n += 1
                 if self.n == 1:
-                    for pid in _children_named("pg_dump"):
+                    for pid in children_named("pg_dump"):
                         os.kill(pid, 9)
                         outer.killed = pid
                 return data
@@ -317,7 +303,7 @@ class FullDiskSink(DirectorySink):
     def write_stream(self, name, reader):
         if name == "data":
             reader.read(1 << 16)
-            self.pg_dumps = _children_named("pg_dump")
+            self.pg_dumps = children_named("pg_dump")
             raise OSError(28, "No space left on device")
         return super().write_stream(name, reader)
 
@@ -342,7 +328,7 @@ def test_sink_error_kills_pg_dump_and_propagates(big_source, age_keys, dump_dir)
         PostgresEngine().dump(policy=make_policy(big_source), sink=sink)
     assert sink.pg_dumps  # pg_dump was running when the sink failed...
     assert not any(process_running(p) for p in sink.pg_dumps)  # ...and is gone now
-    assert not _children_named("pg_dump")
+    assert not children_named("pg_dump")
 
 
 def _drill_databases() -> set[str]:

@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 CLIENT_PACKAGE = "mariadb-client"
 SNAPSHOT_MARKER = "-- Setting savepoint..."  # mariadb-dump -v: printed right after its snapshot started
+DEFAULT_FINGERPRINT_SESSIONS = 2  # full-mode fingerprint sessions sharing the dump's snapshot (options.fingerprint_sessions)
+SCRATCH_FINGERPRINT_SESSIONS = 2  # on the restored copy (quiescent: any number of sessions see the same data)
 DEFAULT_LOCK_WAIT = 30  # seconds FLUSH TABLES WITH READ LOCK may wait, and the dump may take to open its snapshot
 DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--quick",
                 "--verbose", "--default-character-set=utf8mb4", "--tz-utc", "--max-allowed-packet=1G",
@@ -113,6 +115,70 @@ class MariaScratch:
             raise self.start_error[0]
 
 
+SPOOL_LIMIT = 512 << 20  # bytes of the SQL stream spooled to the private workdir while the scratch server starts
+
+
+class _ClientFeed:
+    """The writer a restore streams the SQL into. While an ephemeral server is still starting, the
+    decrypted SQL goes to a spool file in the drill's private workdir (so decryption overlaps the
+    server's startup, as PostgreSQL's restore does); once the server is up, ``starter()`` starts the
+    mariadb client, the spool is replayed into it and the rest of the stream goes straight to it."""
+
+    def __init__(self, handle: MariaScratch, what: str, err, spool_dir: Path):
+        self.handle, self.what, self.err, self.spool_dir = handle, what, err, spool_dir
+        self.starter = None
+        self.proc: subprocess.Popen | None = None
+        self.spool = None
+        self.spooled = 0
+
+    def _ready(self) -> bool:
+        t = self.handle.starting
+        return t is None or not t.is_alive()
+
+    def _start(self) -> None:
+        self.proc = self.starter()
+        if self.spool is not None:
+            self.spool.seek(0)
+            while chunk := self.spool.read(1 << 20):
+                self.proc.stdin.write(chunk)
+            self.spool.close()
+            self.spool = None
+
+    def write(self, data) -> int:
+        if self.proc is None:
+            if self._ready() or self.spooled + len(data) > SPOOL_LIMIT:
+                self._start()
+            else:
+                if self.spool is None:
+                    self.spool = tempfile.TemporaryFile(dir=self.spool_dir)  # unlinked at once; workdir is private
+                self.spool.write(data)
+                self.spooled += len(data)
+                return len(data)
+        self.proc.stdin.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        if self.proc is None:
+            self._start()
+
+    def close_and_wait(self) -> int:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()
+        return self.proc.wait()
+
+    def abort(self) -> None:
+        if self.spool is not None:
+            with contextlib.suppress(Exception):
+                self.spool.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class MariadbEngine(Engine):
     """MariaDB and MySQL via PyMySQL, mariadb-dump and the mariadb client."""
 
@@ -138,21 +204,20 @@ class MariadbEngine(Engine):
         except ConfigError as e:
             raise ConfigError(f"{what}: {e}") from None
         lock_wait = int(opts.get("lock_wait_timeout") or DEFAULT_LOCK_WAIT)
-        lock = connect(src, what=what)
+        sessions = int(opts.get("fingerprint_sessions") or DEFAULT_FINGERPRINT_SESSIONS) if mode == "full" else 1
+        conns: list = []
         try:
-            fp = connect(src, what=what)
-        except BaseException:
-            lock.close()
-            raise
-        try:
+            for _ in range(1 + sessions):
+                conns.append(connect(src, what=what))
+            lock, fp, extra = conns[0], conns[1], conns[2:]
             facts = self._server_facts(fp, src.database)
             with option_file(src, Path(sink.workdir), what) as cnf:
                 argv = [str(tool.path), f"--defaults-extra-file={cnf}", *src.client_args(), *DUMP_OPTIONS,
                         src.database]
                 consistency, fingerprints, stream = self._dump_in_snapshot(
-                    lock, fp, argv, tool, sink, src.database, mode, lock_wait, what)
+                    lock, fp, argv, tool, sink, src.database, mode, lock_wait, what, extra=extra)
         finally:
-            for c in (fp, lock):
+            for c in reversed(conns):
                 with contextlib.suppress(Exception):
                     c.close()
         details = {**facts, "dump_tool": f"{tool.path} ({tool.version_text})", "dump_format": "sql",
@@ -173,7 +238,7 @@ class MariadbEngine(Engine):
                 "server_identity": {k: v for k, v in ident.items() if k != "key"}}
 
     def _dump_in_snapshot(self, lock, fp, argv, tool: kit.Tool, sink, database: str, mode: str, lock_wait: int,
-                          what: str):
+                          what: str, extra: list | None = None):
         why: list[str] = []
         locked = False
         t_lock = time.monotonic()
@@ -189,11 +254,18 @@ class MariadbEngine(Engine):
         child: kit.Child | None = None
         marker = threading.Event()
         try:
-            with fp.cursor() as cur:
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            extra = list(extra or []) if locked else []  # without the lock their snapshots could differ
+            for c in (fp, *extra):
+                with c.cursor() as cur:
+                    cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             at = scalar(fp, "SELECT UTC_TIMESTAMP(6)")
             position = self._position(fp)
+            for c in extra:  # all started under the lock; their binlog snapshot positions must agree too
+                other = self._position(c)
+                if other != position:
+                    raise JobFailed(f"{what}: fingerprint sessions started under the global read lock report "
+                                    f"different snapshot positions ({position} vs {other}); not fingerprinting")
             engines = transactional_engines(fp)
             tables = base_tables(fp, database)
             child = kit.Child(argv, what=what, tool=tool.path.name,
@@ -236,22 +308,26 @@ class MariadbEngine(Engine):
             consistency["proof"] = ("FLUSH TABLES WITH READ LOCK was held from before the fingerprint transaction's "
                                     "START TRANSACTION WITH CONSISTENT SNAPSHOT until mariadb-dump reported "
                                     f"'{SNAPSHOT_MARKER}' (after its own snapshot started); no commit can happen "
-                                    "under that lock, so both snapshots hold the same transactions")
+                                    "under that lock, so both snapshots hold the same transactions"
+                                    + (f"; the {len(extra)} further fingerprint session(s) started their snapshots "
+                                       "under the same lock and report the same binlog snapshot position"
+                                       if extra else ""))
 
-        fp_id = scalar(fp, "SELECT CONNECTION_ID()")
+        fp_ids = [scalar(c, "SELECT CONNECTION_ID()") for c in (fp, *extra)]
         result: dict[str, Any] = {}
 
         def fingerprint() -> None:
             t0 = time.monotonic()
             try:
-                result["value"] = all_fingerprints(fp, database, mode)
+                result["value"] = all_fingerprints(fp, database, mode, extra)
             except BaseException as e:
                 result["error"] = e
             result["seconds"] = round(time.monotonic() - t0, 3)
 
         def cancel() -> None:
-            with contextlib.suppress(Exception), lock.cursor() as cur:
-                cur.execute(f"KILL QUERY {int(fp_id)}")
+            for fp_id in fp_ids:
+                with contextlib.suppress(Exception), lock.cursor() as cur:
+                    cur.execute(f"KILL QUERY {int(fp_id)}")
 
         worker = threading.Thread(target=fingerprint, name="mariadb-fingerprint", daemon=True)
         worker.start()
@@ -266,10 +342,11 @@ class MariadbEngine(Engine):
         if "error" in result:
             e = result["error"]
             raise JobFailed(f"{what}: fingerprinting in the dump's snapshot failed: {e}") from None
-        with contextlib.suppress(Exception), fp.cursor() as cur:
-            cur.execute("COMMIT")
+        for c in (fp, *extra):
+            with contextlib.suppress(Exception), c.cursor() as cur:
+                cur.execute("COMMIT")
         stream = {"stream_seconds": round(stream_seconds, 3), "fingerprint_seconds": result["seconds"],
-                  "tables": len(tables), "content_bytes": info.content_bytes}
+                  "fingerprint_sessions": 1 + len(extra), "tables": len(tables), "content_bytes": info.content_bytes}
         logger.info("%s: %s streamed %d bytes in %.1fs; %d tables fingerprinted (%s) in %.1fs; snapshot %s",
                     what, tool.path.name, info.content_bytes, stream_seconds, len(tables), mode, result["seconds"],
                     consistency["exactness"])
@@ -316,7 +393,7 @@ class MariadbEngine(Engine):
         scratch.info = {"engine": "mariadb", "datadir": str(server.datadir), "networking": "off (--skip-networking)",
                         "os_user": server.run_as or os.environ.get("USER", str(os.getuid())), "database": database,
                         "event_scheduler": "OFF",
-                        "not_production": "fresh mariadb-install-db data directory created for this drill, "
+                        "not_production": "fresh data directory (new system tables) created for this drill, "
                                           "reachable only on a private Unix socket"}
 
         def start() -> None:
@@ -325,7 +402,8 @@ class MariadbEngine(Engine):
                 server.start()
                 handle.endpoint = server.endpoint(database)
                 scratch.info.update(socket=str(server.socket), server_pid=server.pid, server_version=server.version,
-                                    provision_seconds=round(time.monotonic() - t0, 3))
+                                    provision_seconds=round(time.monotonic() - t0, 3),
+                                    initialized_by=server.bootstrapped or "mariadb-install-db")
             except BaseException as e:
                 handle.start_error.append(e)
 
@@ -456,39 +534,43 @@ class MariadbEngine(Engine):
         if fmt != "sql":
             raise ConfigError(f"policy {policy.system}: this backup is a {fmt} stream (taken in mode physical), not "
                               "an SQL dump; drill it with the policy's source.mode as it was at backup time")
-        h.wait_ready()
-        what = f"policy {policy.system}: restore into {scratch.kind} {h.endpoint.label}"
+        where = f"database {h.endpoint.database}" if h.starting is not None else h.endpoint.label
+        what = f"policy {policy.system}: restore into {scratch.kind} {where}"
         props = (((scratch.manifest or {}).get("fingerprints") or {}).get(DATABASE_KEY)) or {}
-        if h.create_database:
-            scratch.info["database_created"] = self._create_database(h.endpoint, props, what)
         client = h.client or client_tool(_options(policy).get("bin_dir"))
         h.workdir.mkdir(parents=True, exist_ok=True)
-        with option_file(h.endpoint, h.workdir, what) as cnf:
-            argv = [str(client.path), f"--defaults-extra-file={cnf}", *h.endpoint.client_args(),
-                    f"--database={h.endpoint.database}", "--binary-mode", "--batch", "--max-allowed-packet=1G",
-                    "--default-character-set=utf8mb4", "--silent"]
-            t0 = time.monotonic()
-            with tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        with contextlib.ExitStack() as stack:
+            err = stack.enter_context(tempfile.TemporaryFile())
+            feed = _ClientFeed(h, what, err, spool_dir=h.workdir)
+            stack.callback(feed.abort)
+
+            def start_client():
+                h.wait_ready()  # the ephemeral server started while the first part of the stream was spooled
+                if h.create_database:
+                    scratch.info["database_created"] = self._create_database(h.endpoint, props, what)
+                cnf = stack.enter_context(option_file(h.endpoint, h.workdir, what))
+                argv = [str(client.path), f"--defaults-extra-file={cnf}", *h.endpoint.client_args(),
+                        f"--database={h.endpoint.database}", "--binary-mode", "--batch", "--max-allowed-packet=1G",
+                        "--default-character-set=utf8mb4", "--silent"]
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd="/",
                                         env=kit.child_env())
                 kit.set_pipe_size(proc.stdin)
-                try:
-                    source.stream_to("data", proc.stdin)
-                    proc.stdin.close()
-                except BrokenPipeError:  # the client stopped reading: its stderr says why
-                    with contextlib.suppress(Exception):
-                        proc.stdin.close()
-                    rc = proc.wait()
-                    err.seek(0)
-                    raise JobFailed(f"{what}: {client.path.name} failed (exit {rc}): {kit.tail_text(err.read())}") from None
-                except BaseException:
-                    proc.kill()
-                    proc.wait()
-                    raise
-                rc = proc.wait()
+                return proc
+
+            feed.starter = start_client
+            try:
+                source.stream_to("data", feed)
+                feed.finish()
+            except BrokenPipeError:  # the client stopped reading: its stderr says why
+                rc = feed.close_and_wait()
                 err.seek(0)
-                if rc != 0:
-                    raise JobFailed(f"{what}: {client.path.name} failed (exit {rc}): {kit.tail_text(err.read())}")
+                raise JobFailed(f"{what}: {client.path.name} failed (exit {rc}): {kit.tail_text(err.read())}") from None
+            rc = feed.close_and_wait()
+            if rc != 0:
+                err.seek(0)
+                raise JobFailed(f"{what}: {client.path.name} failed (exit {rc}): {kit.tail_text(err.read())}")
+        scratch.info["restore_spooled_bytes"] = feed.spooled
         logger.info("%s: restored in %.1fs", what, time.monotonic() - t0)
 
     @staticmethod
@@ -536,15 +618,20 @@ class MariadbEngine(Engine):
         return [CheckResult("CHECK TABLE EXTENDED", "passed", f"{len(names)} tables and views OK", data=data)]
 
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
-        """Fingerprints of the restored database, computed exactly as at dump time."""
-        with contextlib.closing(self._connect(scratch)) as conn:
-            with conn.cursor() as cur:
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        """Fingerprints of the restored database, computed exactly as at dump time; in full mode over
+        several sessions (nothing writes to a restored copy, so their snapshots hold the same data)."""
+        sessions = SCRATCH_FINGERPRINT_SESSIONS if mode == "full" else 1
+        with contextlib.ExitStack() as stack:
+            conns = [stack.enter_context(contextlib.closing(self._connect(scratch))) for _ in range(sessions)]
+            for c in conns:
+                with c.cursor() as cur:
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             try:
-                return all_fingerprints(conn, scratch.handle.endpoint.database, mode)
+                return all_fingerprints(conns[0], scratch.handle.endpoint.database, mode, conns[1:])
             finally:
-                with contextlib.suppress(Exception), conn.cursor() as cur:
-                    cur.execute("ROLLBACK")
+                for c in conns:
+                    with contextlib.suppress(Exception), c.cursor() as cur:
+                        cur.execute("ROLLBACK")
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Run a policy assertion read-only with the pinned settings; first column of the first row."""

@@ -29,9 +29,9 @@ SCHEMES = ("mariadb", "mysql")
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT = 15
 # Keys of ``source.options`` that are backupkit's own (every engine option is listed here).
-ENGINE_OPTIONS = {"bin_dir", "lock_wait_timeout", "server_bin_dir", "parallel"}
+ENGINE_OPTIONS = {"bin_dir", "lock_wait_timeout", "server_bin_dir", "parallel", "fingerprint_sessions"}
 # Options of one mode only (``source.mode``: ``dump``, the default, or ``physical``).
-MODE_OPTIONS = {"lock_wait_timeout": "dump", "parallel": "physical"}
+MODE_OPTIONS = {"lock_wait_timeout": "dump", "parallel": "physical", "fingerprint_sessions": "dump"}
 # Query parameters a DSN may carry.
 DSN_PARAMS = {"socket", "connect_timeout"}
 
@@ -180,6 +180,9 @@ def validate_source(source) -> None:
     par = (source.options or {}).get("parallel")
     if par is not None and (not isinstance(par, int) or isinstance(par, bool) or not 1 <= par <= 64):
         raise ValueError("options.parallel must be a whole number of mariadb-backup copy threads from 1 to 64")
+    fps = (source.options or {}).get("fingerprint_sessions")
+    if fps is not None and (not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 16):
+        raise ValueError("options.fingerprint_sessions must be a whole number of fingerprint sessions from 1 to 16")
 
 
 def validate_scratch(spec, source=None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 from ..errors import JobFailed
@@ -24,6 +25,7 @@ from .mariadb_conn import query
 
 FORMAT = 1
 MOD64 = 1 << 64
+MAX_LIMIT = 18446744073709551615  # LIMIT that keeps every row (see table_sql)
 
 BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
 STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
@@ -65,17 +67,64 @@ def column_expr(column: str, data_type: str) -> str:
     return f"IF({c} IS NULL, 'N', {part})"
 
 
-def table_sql(table: str, columns: list[tuple[str, str]], mode: str) -> str:
-    """The fingerprint query of one table (``columns``: (name, DATA_TYPE) in ORDINAL_POSITION order)."""
+def table_sql(table: str, columns: list[tuple[str, str]], mode: str, where: str | None = None,
+              materialize: bool = False) -> str:
+    """The fingerprint query of one table (``columns``: (name, DATA_TYPE) in ORDINAL_POSITION order);
+    ``where`` restricts it to one primary-key range (the sums of the ranges add up to the table's).
+
+    Same values as the query first published for format 1, computed faster: SUM over BIGINT UNSIGNED
+    is exact (a DECIMAL result), so it equals the sum of ``CAST(... AS DECIMAL(20,0))``. With
+    ``materialize`` (for a bounded number of rows: a small table or one key range), a ``LIMIT`` that
+    drops no row keeps the optimizer from merging the derived table into the outer query, where it
+    would compute the row's SHA2 once per use of ``r.h`` (three times); the derived table, 64 ASCII
+    bytes a row, then stays an in-memory temporary table."""
     src = quote_ident(table)
+    cond = f" WHERE {where}" if where else ""
     if mode != "full":
-        return f"SELECT COUNT(*) FROM {src} AS t"
+        return f"SELECT COUNT(*) FROM {src} AS t{cond}"
     row = "CONCAT(" + ", ".join(column_expr(n, dt) for n, dt in columns) + ")"
+    hash_expr = f"CONVERT(SHA2({row}, 256) USING ascii)" if materialize else f"SHA2({row}, 256)"
+    limit = f" LIMIT {MAX_LIMIT}" if materialize else ""
     return ("SELECT COUNT(*), "
-            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 1, 16), 16, 10) AS DECIMAL(20,0))), 0), "
-            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 17, 16), 16, 10) AS DECIMAL(20,0))), 0), "
+            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 1, 16), 16, 10) AS UNSIGNED)), 0), "
+            "COALESCE(SUM(CAST(CONV(SUBSTRING(r.h, 17, 16), 16, 10) AS UNSIGNED)), 0), "
             "COALESCE(SUM(r.h IS NULL), 0) "
-            f"FROM (SELECT SHA2({row}, 256) AS h FROM {src} AS t) AS r")
+            f"FROM (SELECT {hash_expr} AS h FROM {src} AS t{cond}{limit}) AS r")
+
+
+INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
+SPLIT_ROWS = 50_000  # tables with more (estimated) rows are cut into primary-key ranges across the sessions
+CHUNK_ROWS = 100_000  # at most about this many rows per key range (its derived table is held in memory)
+SESSION_HEAP = 64 << 20  # tmp_table_size/max_heap_table_size of a fingerprint session (room for a range's hashes)
+
+
+def single_integer_key(conn, database: str, cols: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    """table -> its primary key column, for tables whose primary key is one integer column."""
+    pk: dict[str, list[str]] = {}
+    for t, c in query(conn, "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+                            "WHERE TABLE_SCHEMA = %s AND INDEX_NAME = 'PRIMARY'", (database,)):
+        pk.setdefault(t, []).append(c)
+    out: dict[str, str] = {}
+    for t, cs in pk.items():
+        types = dict(cols.get(t, []))
+        if len(cs) == 1 and (types.get(cs[0]) or "").lower() in INTEGER_TYPES:
+            out[t] = cs[0]
+    return out
+
+
+def key_ranges(conn, table: str, key: str, parts: int) -> list[str]:
+    """WHERE conditions cutting ``table`` into ``parts`` disjoint ranges of ``key`` that together hold
+    every row (the first and last are open-ended, so rows outside MIN..MAX cannot be missed)."""
+    k = "t." + quote_ident(key)
+    lo, hi = query(conn, f"SELECT MIN({k}), MAX({k}) FROM {quote_ident(table)} AS t")[0]
+    if lo is None or parts < 2 or int(hi) - int(lo) < parts:
+        return [""]
+    step = (int(hi) - int(lo)) // parts + 1
+    cuts = [int(lo) + step * i for i in range(1, parts)]
+    conds = [f"{k} < {cuts[0]}"]
+    conds += [f"{k} >= {a} AND {k} < {b}" for a, b in zip(cuts, cuts[1:])]
+    conds.append(f"{k} >= {cuts[-1]}")
+    return conds
 
 
 def base_tables(conn, database: str) -> list[tuple[str, str | None]]:
@@ -98,24 +147,73 @@ def transactional_engines(conn) -> set[str]:
     return {r[0].lower() for r in query(conn, "SELECT ENGINE FROM information_schema.ENGINES WHERE TRANSACTIONS = 'YES'")}
 
 
-def table_fingerprints(conn, database: str, mode: str) -> dict[str, dict[str, Any]]:
-    """Per base table of ``database``: ``{kind: table, rows, hash, info: {engine}}`` (hash None in rows mode)."""
-    cols = table_columns(conn, database)
-    out: dict[str, dict[str, Any]] = {}
-    for name, engine in base_tables(conn, database):
-        sql = table_sql(name, cols.get(name, []), mode)
-        try:
-            row = query(conn, sql)[0]
-        except Exception as e:  # driver errors: name the table
-            from .mariadb_conn import error_reason
+def table_fingerprints(conn, database: str, mode: str, extra: list | None = None) -> dict[str, dict[str, Any]]:
+    """Per base table of ``database``: ``{kind: table, rows, hash, info: {engine}}`` (hash None in rows mode).
 
-            raise JobFailed(f"fingerprinting table {name}: {error_reason(e)}") from None
-        entry: dict[str, Any] = {"kind": "table", "rows": int(row[0]), "hash": None, "info": {"engine": engine}}
+    ``extra``: more sessions in the very same snapshot as ``conn`` (the caller proves that). Then the
+    work is shared: large tables with a one-column integer primary key are cut into key ranges, and the
+    pieces run largest first, one per session at a time; the ranges' counts and sums add up exactly to
+    the whole table's, so the result does not depend on the number of sessions."""
+    conns = [conn, *(extra or [])]
+    cols = table_columns(conn, database)
+    tables = base_tables(conn, database)
+    estimate = {r[0]: int(r[1] or 0) for r in query(
+        conn, "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (database,))}
+    keys = single_integer_key(conn, database, cols) if mode == "full" else {}
+    units: list[tuple[int, str, str]] = []  # (estimated rows, table, where)
+    for name, _engine in tables:
+        n = estimate.get(name, 0)
+        conds = [""]
+        if name in keys and (n > CHUNK_ROWS or (len(conns) > 1 and n > SPLIT_ROWS)):
+            parts = max(len(conns) if n > SPLIT_ROWS else 1, -(-n // max(CHUNK_ROWS, 1)))
+            conds = key_ranges(conn, name, keys[name], parts)
+        units += [(n // len(conds), name, w) for w in conds]
+    units.sort(key=lambda u: -u[0])
+    totals: dict[str, list[int]] = {name: [0, 0, 0, 0] for name, _ in tables}
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(c) -> None:
+        while True:
+            with lock:
+                if not units or failures:
+                    return
+                _, name, where = units.pop(0)
+            try:  # a key range, or a table estimated small, is hashed once per row in a materialized derived table
+                small = bool(where) or estimate.get(name, 0) <= CHUNK_ROWS
+                row = query(c, table_sql(name, cols.get(name, []), mode, where or None, materialize=small))[0]
+            except BaseException as e:  # driver errors: name the table
+                from .mariadb_conn import error_reason
+
+                with lock:
+                    failures.append(JobFailed(f"fingerprinting table {name}: {error_reason(e)}"))
+                return
+            with lock:
+                acc = totals[name]
+                for i, v in enumerate(row):
+                    acc[i] += int(v or 0)
+
+    if mode == "full":
+        for c in conns:
+            query(c, f"SET SESSION tmp_table_size = {SESSION_HEAP}, max_heap_table_size = {SESSION_HEAP}")
+    threads = [threading.Thread(target=work, args=(c,), name=f"mariadb-fingerprint-{i}", daemon=True)
+               for i, c in enumerate(conns[1:], 1)]
+    for t in threads:
+        t.start()
+    work(conn)
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    out: dict[str, dict[str, Any]] = {}
+    for name, engine in tables:
+        row = totals[name]
+        entry: dict[str, Any] = {"kind": "table", "rows": row[0], "hash": None, "info": {"engine": engine}}
         if mode == "full":
-            if int(row[3]):
-                raise JobFailed(f"fingerprinting table {name}: {int(row[3])} row(s) could not be encoded "
+            if row[3]:
+                raise JobFailed(f"fingerprinting table {name}: {row[3]} row(s) could not be encoded "
                                 "(a row longer than max_allowed_packet?); raise max_allowed_packet on the server")
-            entry["hash"] = f"{int(row[1]) % MOD64:016x}{int(row[2]) % MOD64:016x}"
+            entry["hash"] = f"{row[1] % MOD64:016x}{row[2] % MOD64:016x}"
         out[table_key(name)] = entry
     return out
 
@@ -209,9 +307,10 @@ def database_properties(conn, database: str) -> dict[str, Any]:
     return {"kind": "database", "character_set": row[0][0], "collation": row[0][1]}
 
 
-def all_fingerprints(conn, database: str, mode: str) -> dict[str, dict[str, Any]]:
-    """Every entry of ``database``: tables, ``schema`` and ``database``; ``conn`` is inside the snapshot."""
-    out = table_fingerprints(conn, database, mode)
+def all_fingerprints(conn, database: str, mode: str, extra: list | None = None) -> dict[str, dict[str, Any]]:
+    """Every entry of ``database``: tables, ``schema`` and ``database``; ``conn`` (and every session of
+    ``extra``) is inside the snapshot."""
+    out = table_fingerprints(conn, database, mode, extra)
     out[SCHEMA_KEY] = schema_fingerprint(conn, database)
     out[DATABASE_KEY] = database_properties(conn, database)
     return dict(sorted(out.items()))
