@@ -522,12 +522,13 @@ def test_validate_only_through_the_cli_is_recorded_as_not_data_proven(workspace,
     assert rec["rto"]["measured_seconds"] is not None and rec["teardown"]["stage_exists_after_teardown"] is False
 
 
-def test_the_documented_policies_load(tmp_path):
-    """docs/oracle.md's two HIS examples are complete policies (tier 30m) that load as written."""
+@pytest.mark.parametrize("doc_name", ["oracle.md", "policy.md"])
+def test_the_documented_policies_load(tmp_path, doc_name):
+    """docs/oracle.md's and docs/policy.md's two HIS examples are complete policies (tier 30m) that load as written."""
     import re as _re
 
-    doc = (Path(__file__).parent.parent / "docs" / "oracle.md").read_text()
-    blocks = [b for b in _re.findall(r"```yaml\n(.*?)```", doc, _re.S) if b.startswith("system: his")]
+    doc = (Path(__file__).parent.parent / "docs" / doc_name).read_text()
+    blocks = [b for b in _re.findall(r"```yaml\n(.*?)```", doc, _re.S) if b.startswith("system: his") and "\nengine: oracle\n" in b]
     assert len(blocks) == 2
     modes = []
     for i, b in enumerate(blocks):
