@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 from calendar import monthrange
-from datetime import date, timedelta
+from datetime import date
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
@@ -154,14 +154,7 @@ def drill_view(r, reviews, lang: str, tz, as_of) -> dict:
                          "ok": ok,
                          "status": label(lang, "ok" if ok else "failed_status"),
                          "detail": s.get("detail") if not ok else ""})
-    teardown = _d(b.get("teardown"))
-    if "exists_after_teardown" in teardown:
-        td = label(lang, "teardown_ok" if teardown.get("exists_after_teardown") is False else "teardown_left",
-                   path="{path}")
-        teardown_text = Markup(escape(td)).replace("{path}", code(teardown.get("path", "?")))
-        teardown_ok = teardown.get("exists_after_teardown") is False
-    else:
-        teardown_text, teardown_ok = None, None
+    teardown_text, teardown_ok = teardown_summary(_d(b.get("teardown")), lang)
     revs, notes, actions = reviews.for_drill(r.subject)
     measured = rto.get("measured_seconds")
     target = rto.get("target_seconds")
@@ -379,3 +372,26 @@ def render_report(meta: dict, records, policies, derived, lang: str, tz, setting
         zone_text=i18n.zone_label(tz, i18n.aware(meta["period"]["start"])),
     )
     return environment().get_template("report.html.j2").render(**ctx)
+
+
+# Teardown proofs name each fact <thing>_exists / _running / _open (engines.kit.teardown_proof);
+# SQLite records before 2026-11-28 carry only ``exists_after_teardown``.
+_PROOF_SUFFIXES = ("_exists", "_running", "_open")
+
+
+def teardown_summary(teardown: dict, lang: str) -> tuple[Markup | None, bool | None]:
+    """(text, ok) for a drill's teardown proof: ok only when every recorded fact is false."""
+    facts = {k: v for k, v in teardown.items() if k.endswith(_PROOF_SUFFIXES)}
+    if facts:
+        left = sorted(k for k, v in facts.items() if v)
+        ok = not left
+    elif "exists_after_teardown" in teardown:
+        left, ok = [], teardown.get("exists_after_teardown") is False
+    else:
+        return None, None
+    where = next((str(teardown[k]) for k in ("path", "datadir", "database", "stage", "aux_instance") if teardown.get(k)),
+                 "?")
+    text = Markup(escape(label(lang, "teardown_ok" if ok else "teardown_left", path="{path}"))).replace("{path}", code(where))
+    if left:
+        text += Markup(" (") + escape(", ".join(left)) + Markup(")")
+    return text, ok
