@@ -21,6 +21,7 @@ from backupkit.errors import ConfigError, JobFailed
 from backupkit.policy import load_policy
 from backupkit.verdict import compare_fingerprints
 
+from fixtures.common import children_named
 from fixtures.mariadb import MDB_HOST, MDB_PORT, make_mdb_policy, mdb_connect, mdb_dsn, mdb_exec, mdb_scalar
 
 ALL_TYPES_SQL = [
@@ -235,21 +236,6 @@ def test_non_transactional_table_is_recorded_approximate(mdb_database, age_keys,
     assert any("legacy (MyISAM)" in why for why in c["approximate_because"])
 
 
-def _children_named(name: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if comm == name and ppid == os.getpid():
-                out.append(int(d.name))
-    return out
-
-
 class KillingSink(DirectorySink):
     """Kills mariadb-dump after the first chunk of the data stream."""
 
@@ -263,7 +249,7 @@ class KillingSink(DirectorySink):
                 data = reader.read(size)
                 self.n += 1
                 if self.n == 1:
-                    for pid in _children_named("mariadb-dump"):
+                    for pid in children_named("mariadb-dump"):
                         os.kill(pid, 9)
                         outer.killed = pid
                 return data
@@ -276,7 +262,7 @@ class SpySink(DirectorySink):
 
     def write_stream(self, name, reader):
         self.seen = [((Path(f"/proc/{p}/cmdline").read_bytes()), Path(f"/proc/{p}/environ").read_bytes())
-                     for p in _children_named("mariadb-dump")]
+                     for p in children_named("mariadb-dump")]
         self.cnf_files = [p for p in self.workdir.rglob("*") if p.is_file()]
         self.cnf_modes = [oct(p.stat().st_mode & 0o777) for p in self.cnf_files]
         return super().write_stream(name, reader)
@@ -285,7 +271,7 @@ class SpySink(DirectorySink):
 class FullDiskSink(DirectorySink):
     def write_stream(self, name, reader):
         reader.read(1 << 16)
-        self.dumps = _children_named("mariadb-dump")
+        self.dumps = children_named("mariadb-dump")
         raise OSError(28, "No space left on device")
 
 
@@ -309,7 +295,7 @@ def test_sink_error_kills_mariadb_dump_and_propagates(big_source, age_keys, dump
     with pytest.raises(OSError, match="No space left"):
         MariadbEngine().dump(policy=make_mdb_policy(big_source), sink=sink)
     assert sink.dumps and not any(kit.process_running(p) for p in sink.dumps)
-    assert not _children_named("mariadb-dump")
+    assert not children_named("mariadb-dump")
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from backupkit.engines.mariadb_physical import MariadbPhysicalEngine
 from backupkit.errors import ConfigError, JobFailed
 from backupkit.policy import load_policy
 
-from fixtures.mariadb import MDB_HOST, MDB_PORT, make_mdb_policy, mdb_connect, mdb_dsn, mdb_exec, mdb_scalar
+from fixtures.common import children_named
+from fixtures.mariadb import MDB_HOST, MDB_PORT, make_mdb_policy, mdb_connect, mdb_dsn, mdb_exec
 
 SQL = [
     "CREATE TABLE patients (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL, born DATE, photo BLOB, "
@@ -51,20 +52,6 @@ def physical_policy(db: str, **source):
 def open_source(sink, age) -> DirectorySource:
     return DirectorySource(sink.directory, [dataclasses.asdict(s) for s in sink.streams], age.identities,
                            what="test backup", recipient_ids=[r.id for r in age.recipients])
-
-
-def children_named(name: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            if comm == name and int(stat[stat.rindex(")") + 2:].split()[1]) == os.getpid():
-                out.append(int(d.name))
-    return out
 
 
 @pytest.fixture
