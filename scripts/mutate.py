@@ -60,6 +60,7 @@ MODULES: dict[str, list[str]] = {
     "backupkit/manifest.py": ["tests/test_manifest_units.py"],
     "backupkit/evidence/verify.py": ["tests/test_units_evidence_verify.py"],
     "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS],
+    "backupkit/engines/pg_walcut.py": ["tests/test_pg_walcut.py"],
     "backupkit/records.py": ["tests/test_units_records.py", "tests/test_units_history.py", "tests/test_units_status.py"],
 }
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 
 from ..context import Context
+from ..engines import engine_for
+from ..engines.base import keeps_native
 from ..errors import BackupkitError
 from ..failpoint import failpoint
 from ..history import LOCAL, History, protected
 from ..policy import Policy
-from ..provenance import ledger_history, remote_listing
+from ..provenance import ledger_history, load_bound, remote_listing
 from ..retention import PrunePlan, backup_time, plan_prune
 from .reconcile import delete_local, delete_remote, finish_pending, reconcile
 
@@ -66,9 +68,13 @@ def _prune_system(ctx: Context, policy: Policy, dry_run: bool, errors: list) -> 
     hist = ledger_history(ctx.ledger, policy.system) if dry_run else reconcile(ctx, policy)
     refs, warnings = ctx.repository.scan(policy.system)
     plan = _plan(policy, hist, refs)
+    engine = engine_for(policy)
+    native = _native_manifests(ctx, hist, plan, refs, errors) if keeps_native(engine) else None
     if not dry_run and plan.remove:
         _execute(ctx, policy, LOCAL, plan, lambda ids: delete_local(ctx, policy.system, ids))
     out.append(_summary(policy, LOCAL, plan, dry_run, warnings))
+    if native is not None:
+        out += _prune_native(ctx, policy, engine, native, dry_run, errors)
     for target_name in policy.targets:
         try:
             with ctx.target(target_name) as target:
@@ -93,6 +99,45 @@ def _prune_system(ctx: Context, policy: Policy, dry_run: bool, errors: list) -> 
         except BackupkitError as e:
             errors.append(e)
     return out
+
+
+def _native_manifests(ctx: Context, hist: History, plan: PrunePlan, refs, errors: list) -> tuple[list, list] | None:
+    """The manifests (signature and ledger binding checked) of the local backups kept and removed (None if
+    one does not check: then nothing of the engine's own is removed this run)."""
+    out: tuple[list, list] = ([], [])
+    for ids, into in ((plan.keep, out[0]), (plan.remove, out[1])):
+        for bid in ids:
+            if bid not in refs:
+                continue
+            try:
+                ref = refs[bid]
+                into.append(load_bound(ref.path, ctx.signer.public, hist, ref.system, bid,
+                                       f"backup {ref.system}/{bid} (pgBackRest retention)")[0])
+            except BackupkitError as e:
+                errors.append(e)
+                return None
+    return out
+
+
+def _prune_native(ctx: Context, policy: Policy, engine, manifests: tuple[list, list], dry_run: bool,
+                  errors: list) -> list[dict]:
+    """What the engine's own tool keeps for backups retention removed (pgBackRest sets), never what a kept
+    backup needs; one ledger record per run that removed something."""
+    try:
+        res = engine.prune_native(policy=policy, keep=manifests[0], drop=manifests[1], dry_run=dry_run)
+    except BackupkitError as e:
+        errors.append(e)
+        return []
+    if res is None:
+        return []
+    if res["removed"] and not dry_run:
+        ctx.ledger.append(ctx.signer, kind="prune", policy=policy.system, subject=res["location"], body={
+            "location": res["location"], "phase": "done", "removed": res["removed"], "kept": sorted(res["kept"]),
+            "warnings": res["warnings"], "operator": ctx.operator})
+    for w in res["warnings"]:
+        logger.warning("system %s: %s", policy.system, w)
+    return [{"system": policy.system, "location": res["location"], "removed": res["removed"], "kept": res["kept"],
+             "dry_run": dry_run, "warnings": res["warnings"]}]
 
 
 def _summary(policy: Policy, where: str, plan: PrunePlan, dry_run: bool, warnings: list[str]) -> dict:

@@ -179,6 +179,18 @@ class Engine(RestoreTargetMixin, abc.ABC):
         """A human label for the source, without secrets (used in error messages)."""
         return policy.system
 
+    def prune_native(self, *, policy, keep: list[dict], drop: list[dict], dry_run: bool) -> dict | None:
+        """Given the (signature-checked) manifests of the backups retention keeps and of those it removes,
+        remove what the engine's own tool holds for the removed ones only (never what a kept one needs);
+        return {location, removed: [id], kept: {id: [why]}, warnings} for the ledger, or None when the engine keeps nothing
+        of its own (the default: a backupkit artifact is self-contained)."""
+        return None
+
+
+def keeps_native(engine: Engine) -> bool:
+    """Whether the engine's own tool keeps backups of its own that prune must also look after."""
+    return type(engine).prune_native is not Engine.prune_native
+
 
 @contextlib.contextmanager
 def closing_all(*things) -> Iterator[None]:

@@ -40,6 +40,8 @@ PINNED_SETTINGS = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
     "lc_monetary": "C",
+    # backupkit's own transactions (txid_current() checks) never wait for a synchronous standby
+    "synchronous_commit": "local",
 }
 
 DEFAULT_CONNECT_TIMEOUT = "15"

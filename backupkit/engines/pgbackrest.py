@@ -36,11 +36,13 @@ from .pg_cluster import find_tool as pg_find_tool, private_root, server_os_user
 from .pg_conn import Endpoint, connect, dsn_endpoint, same_database_by_address, source_endpoint
 from .pg_fingerprint import FORMAT as FINGERPRINT_FORMAT, KEY_FORMAT
 from .pgbackrest_cluster import RestoredCluster, chown_tree
-from .pgbackrest_plan import (archive_id, backup_facts, chain, lsn_int, new_backup, parse_segment, segment_of_lsn,
+from .pgbackrest_plan import (archive_id, backup_facts, chain, expire_plan, lsn_int, new_backup, parse_segment, segment_of_lsn,
                               segments_between, settings_message, settings_problems, stanza_info)
 from .pgbackrest_repo import (Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
-                              segment_files, unpack)
-from .pgbackrest_snapshot import UNLOGGED_WHY, mark_unlogged, sequence_positions, snapshot_fingerprints, unlogged_keys
+                              segment_files, unpack, wait_archived)
+from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
+                                  snapshot_fingerprints, unlogged_keys)
+from .pgbackrest_walscan import WalScan
 from .postgres import PgScratch, PostgresEngine
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class PgBackrestEngine(Engine):
         check = connect(src, what=what)
         try:
             facts = self._facts(conn, cfg, what)
+            floor = read_positions(check)  # sequences' lower bound for a recovery target inside the backup's WAL
             tool.run("check", timeout=600)
             before = {b["label"] for b in stanza_info(tool.info(), cfg.stanza).get("backup") or []}
             t0 = time.monotonic()
@@ -118,20 +121,24 @@ class PgBackrestEngine(Engine):
             except KeyError as e:
                 raise JobFailed(f"{what}: pgBackRest backup {backup['label']} depends on backup {e.args[0]}, which "
                                 "pgbackrest info no longer lists (expired?); take a full backup (type: full)") from None
-            consistency, fps = snapshot_fingerprints(conn, check, policy.drill.fingerprint, what)
+            facts_pb = backup_facts(backup, labels)
+            arch = archive_id(stanza, backup)
+            archive_dir = repo / "archive" / cfg.stanza / arch
+            scan = WalScan(tool=tool, check=check, archive_dir=archive_dir, seg_size=facts["wal_segment_size"],
+                           wal_start=facts_pb["wal_start"], major=facts["server_major"],
+                           bin_dir=(policy.source.options or {}).get("bin_dir"), what=what)
+            consistency, fps = snapshot_fingerprints(conn, check, policy.drill.fingerprint, what, resolve=scan,
+                                                     floor=floor)
             (last_seg,) = check.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
         finally:
             for c in (conn, check):
                 with contextlib.suppress(Exception):
                     c.close()
-        facts_pb = backup_facts(backup, labels)
-        arch = archive_id(stanza, backup)
-        archive_dir = repo / "archive" / cfg.stanza / arch
         try:
             segments = segments_between(facts_pb["wal_start"], last_seg, facts["wal_segment_size"])
         except ValueError as e:
             raise JobFailed(f"{what}: {e}") from None
-        self._wait_archived(archive_dir, segments[-1], what)
+        wait_archived(archive_dir, segments[-1], what, ARCHIVE_WAIT)
         members, missing = repo_members(repo, cfg.stanza, labels, arch, segments)
         if missing:
             raise JobFailed(f"{what}: WAL segment {missing[0]} is missing from the pgBackRest archive {archive_dir} "
@@ -146,8 +153,6 @@ class PgBackrestEngine(Engine):
             packer.abort()
             raise
         count = packer.finish(what)
-        if cfg.expire:
-            tool.run("expire", f"--repo={cfg.repo}")
         details = {
             **facts, "mode": "pgbackrest", "fingerprint_mode": policy.drill.fingerprint,
             "fingerprint_format": FINGERPRINT_FORMAT, "fingerprint_keys": KEY_FORMAT,
@@ -165,6 +170,39 @@ class PgBackrestEngine(Engine):
                     facts_pb["type"], backup["label"], count, len(segments), info.content_bytes)
         return DumpResult(server_version=facts["server_version"], consistency=consistency, fingerprints=fps,
                           details=details)
+
+    # ---- retention ----------------------------------------------------------------------------------
+
+    def prune_native(self, *, policy, keep: list[dict], drop: list[dict], dry_run: bool) -> dict | None:
+        """``pgbackrest expire --set`` for every backup set that only pruned backups need (with
+        ``expire: true``): sets a kept backup's chain needs, and sets backupkit did not take, stay."""
+        cfg = self._cfg(policy)
+        if not cfg.expire:
+            return None
+        what = f"policy {policy.system}: pgBackRest expire"
+        needed, dropped = set(), set()
+        for manifests, into in ((keep, needed), (drop, dropped)):
+            for m in manifests:
+                pb = (m.get("details") or {}).get("pgbackrest") or {}
+                if pb.get("stanza") == cfg.stanza:
+                    into.update(pb.get("chain") or [pb.get("label")])
+        tool = self._tool(policy, what)
+        present = {b["label"] for b in stanza_info(tool.info(), cfg.stanza).get("backup") or []}
+        plan = expire_plan(present, needed, dropped)
+        removed, warnings = [], []
+        for label in ([] if dry_run else plan):
+            try:
+                tool.run("expire", f"--repo={cfg.repo}", f"--set={label}", timeout=3600)
+            except JobFailed as e:
+                warnings.append(str(e))
+                continue
+            removed.append(label)
+        if removed:
+            logger.info("%s: expired backup set(s) %s", what, ", ".join(removed))
+        kept = {label: ["a kept backup restores from it" if label in needed else "no backup retention removed uses it"]
+                for label in sorted(present - set(removed if not dry_run else plan))}
+        return {"location": f"pgbackrest:{cfg.stanza}:repo{cfg.repo}", "removed": plan if dry_run else removed,
+                "kept": kept, "warnings": warnings}
 
     @staticmethod
     def _facts(conn: psycopg.Connection, cfg, what: str) -> dict[str, Any]:
@@ -185,15 +223,6 @@ class PgBackrestEngine(Engine):
         return {"server_version": row[0], "server_version_num": row[1], "server_major": row[1] // 10000,
                 "database": row[3], "data_checksums": row[7] == "on", "wal_segment_size": int(row[8]),
                 "bootstrap_superuser": row[9], "system_identifier": str(row[10]), **settings}
-
-    @staticmethod
-    def _wait_archived(archive_dir: Path, segment: str, what: str) -> None:
-        deadline = time.monotonic() + ARCHIVE_WAIT
-        while not segment_files(archive_dir, [segment])[0]:
-            if time.monotonic() > deadline:
-                raise JobFailed(f"{what}: WAL segment {segment} did not reach the pgBackRest archive {archive_dir} "
-                                f"within {int(ARCHIVE_WAIT)}s; check archive_command (pg_stat_archiver)")
-            time.sleep(0.2)
 
     # ---- scratch ------------------------------------------------------------------------------------
 

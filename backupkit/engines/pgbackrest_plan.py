@@ -135,3 +135,9 @@ def backup_facts(backup: dict[str, Any], chain_labels: list[str]) -> dict[str, A
         "pgbackrest_version": (backup.get("backrest") or {}).get("version"),
         "error": backup.get("error"),
     }
+
+
+def expire_plan(present: set[str], needed: set[str], dropped: set[str]) -> list[str]:
+    """The pgBackRest sets to expire, newest first (dependents before what they depend on): those that
+    pruned backups used, that no kept backup's chain needs, and that the repository still lists."""
+    return sorted((dropped - needed) & present, reverse=True)

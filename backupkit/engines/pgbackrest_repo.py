@@ -20,6 +20,7 @@ import re
 import subprocess
 import tarfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,14 @@ class PgBackrest:
     run_as: str | None
     what: str
 
-    def argv(self, command: str, *options: str) -> list[str]:
+    def argv(self, command: str, *options: str, params: tuple[str, ...] = ()) -> list[str]:
         base = [str(self.bin)]
         if self.config is not None:
             base.append(f"--config={self.config}")
-        return run_as_argv(self.run_as, [*base, f"--stanza={self.stanza}", *options, command])
+        return run_as_argv(self.run_as, [*base, f"--stanza={self.stanza}", *options, command, *params])
 
-    def run(self, command: str, *options: str, timeout: float | None = None) -> str:
-        argv = self.argv(command, *options)
+    def run(self, command: str, *options: str, timeout: float | None = None, params: tuple[str, ...] = ()) -> str:
+        argv = self.argv(command, *options, params=params)
         try:
             proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=child_env(), cwd="/",
                                   timeout=timeout, check=False)
@@ -155,6 +156,16 @@ def segment_files(archive_dir: Path, segments: list[str]) -> tuple[list[Path], l
         else:
             missing.append(seg)
     return found, missing
+
+
+def wait_archived(archive_dir: Path, segment: str, what: str, timeout: float = 120.0) -> None:
+    """Wait until ``segment`` is in the repository's archive (JobFailed naming it after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not segment_files(archive_dir, [segment])[0]:
+        if time.monotonic() > deadline:
+            raise JobFailed(f"{what}: WAL segment {segment} did not reach the pgBackRest archive {archive_dir} "
+                            f"within {int(timeout)}s; check archive_command (pg_stat_archiver)")
+        time.sleep(0.2)
 
 
 def repo_members(repo: Path, stanza: str, labels: list[str], archive_id: str,

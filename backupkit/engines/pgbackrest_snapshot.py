@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timezone
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -34,6 +34,7 @@ from .pg_schema import DATABASE_KEY, SCHEMA_KEY, database_properties, schema_fin
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 8
+RESOLVE_ATTEMPTS = 4  # attempts that read the WAL to settle in-flight transactions
 MAX_XID_SPAN = 2_000_000  # ids between the snapshot's xmin and now checked one by one
 SEQUENCE_NOTE = "last_value + log_cnt * increment_by: the WAL-logged position a physical copy shows"
 UNLOGGED_WHY = "unlogged relation: not WAL-logged, so empty after any physical restore"
@@ -42,8 +43,9 @@ UNSETTLED_SQL = """
 SELECT x FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS x
 WHERE coalesce(txid_status(x), 'aborted') <> 'aborted'
   AND NOT (txid_status(x) = 'committed' AND txid_visible_in_snapshot(x, %(snap)s::txid_snapshot))
-LIMIT 10
+LIMIT %(limit)s
 """
+UNSETTLED_LIMIT = 1000  # more ids around the snapshot than this: retried, never resolved one by one
 
 
 def unsettled(check: psycopg.Connection, snap: str) -> tuple[list[int], str | None]:
@@ -53,7 +55,7 @@ def unsettled(check: psycopg.Connection, snap: str) -> tuple[list[int], str | No
     lo = int(snap.split(":")[0])
     if n - lo > MAX_XID_SPAN:
         return [], f"{n - lo} transaction ids between the snapshot's xmin and now (more than {MAX_XID_SPAN} to check)"
-    rows = check.execute(UNSETTLED_SQL, {"lo": lo, "hi": n, "snap": snap}).fetchall()
+    rows = check.execute(UNSETTLED_SQL, {"lo": lo, "hi": n, "snap": snap, "limit": UNSETTLED_LIMIT}).fetchall()
     return [int(r[0]) for r in rows], None
 
 
@@ -123,17 +125,32 @@ def physical_fingerprints(conn: psycopg.Connection, mode: str) -> dict[str, dict
     return dict(sorted(out.items()))
 
 
+Resolver = Callable[[str, str, list[int]], tuple[str | None, str]]
+
+
+def _open_snapshot(conn: psycopg.Connection) -> tuple[str, str, Any, str]:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    return conn.execute(
+        "SELECT pg_current_wal_insert_lsn()::text, txid_current_snapshot()::text, now(), "
+        "pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
+
+
 def snapshot_fingerprints(conn: psycopg.Connection, check: psycopg.Connection, mode: str,
-                          what: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+                          what: str, resolve: Resolver | None = None,
+                          floor: dict[str, tuple[int, bool]] | None = None
+                          ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Given an autocommit source connection and a second one, return (consistency, fingerprints)
-    where the fingerprints are those of the source at WAL position ``consistency.lsn``."""
+    where the fingerprints are those of the source at WAL position ``consistency.lsn``.
+
+    When transactions are unsettled around the snapshot, ``resolve(snapshot, L, ids)`` (reading the
+    WAL; pg_walcut.py) may name an earlier recovery target C holding exactly the snapshot; the
+    sequences' lower bound is then ``floor`` (positions read before the WAL that C lies in)."""
     reasons: list[str] = []
+    cut: str | None = None
+    unresolved = ""
     for attempt in range(1, ATTEMPTS + 1):
         before = read_positions(check)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        lsn, snap, at, walfile = conn.execute(
-            "SELECT pg_current_wal_insert_lsn()::text, txid_current_snapshot()::text, now(), "
-            "pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
+        lsn, snap, at, walfile = _open_snapshot(conn)
         try:
             ids, unchecked = unsettled(check, snap)
             after = read_positions(check)
@@ -147,26 +164,34 @@ def snapshot_fingerprints(conn: psycopg.Connection, check: psycopg.Connection, m
         if not ids:
             reasons = []
             break
-        reasons = [f"transactions {', '.join(map(str, ids))} were in progress or committed around the snapshot "
-                   f"({attempt} attempts)"]
+        reasons = [f"transactions {', '.join(map(str, ids[:10]))}{' ...' if len(ids) > 10 else ''} were in progress "
+                   f"or committed around the snapshot ({attempt} attempts)"]
+        if resolve is not None and len(ids) < UNSETTLED_LIMIT and attempt <= RESOLVE_ATTEMPTS:
+            cut, why = resolve(snap, lsn, ids)
+            if cut is not None:
+                reasons = []
+                break
+            unresolved = f"the WAL read did not settle them: {why}"
+            logger.info("%s: %s", what, unresolved)
+        if unresolved:
+            reasons.append(unresolved)
         conn.execute("ROLLBACK")
         time.sleep(0.05 * attempt)
     else:
         before = read_positions(check)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        lsn, snap, at, walfile = conn.execute(
-            "SELECT pg_current_wal_insert_lsn()::text, txid_current_snapshot()::text, now(), "
-            "pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
+        lsn, snap, at, walfile = _open_snapshot(conn)
         after = read_positions(check)
     t0 = time.monotonic()
     try:
         fps = physical_fingerprints(conn, mode)
     finally:
         conn.execute("ROLLBACK")
-    apply_positions(fps, after, before)
+    moved = cut is not None and cut != lsn
+    apply_positions(fps, after, floor if moved and floor is not None else before)
     consistency: dict[str, Any] = {
-        "kind": "postgres-physical", "lsn": lsn, "snapshot": snap, "time": at.astimezone(timezone.utc).isoformat(),
-        "recovery_target_lsn": lsn, "recovery_target_inclusive": False, "wal_file": walfile,
+        "kind": "postgres-physical", "lsn": cut or lsn, "snapshot": snap,
+        "time": at.astimezone(timezone.utc).isoformat(), "recovery_target_lsn": cut or lsn,
+        "recovery_target_inclusive": False, "wal_file": walfile,
         "exactness": "approximate" if reasons else "exact",
     }
     if reasons:
@@ -177,5 +202,12 @@ def snapshot_fingerprints(conn: psycopg.Connection, check: psycopg.Connection, m
                                 "from the snapshot's xmin to a fresh id assigned after that read is aborted or "
                                 "committed and visible in the snapshot, so recovery to this position "
                                 "(exclusive) holds exactly the snapshot's transactions")
+        if cut is not None:
+            consistency["snapshot_lsn"] = lsn
+            consistency["proof"] = ("snapshot taken before the WAL insert position L was read; transactions around "
+                                    "it settled, then the WAL from before L to past their commits was read "
+                                    "(pg_waldump): every commit record before this position is visible in the "
+                                    "snapshot and none after it up to L is, so recovery to this position "
+                                    "(exclusive) holds exactly the snapshot's transactions")
     consistency["fingerprint_seconds"] = round(time.monotonic() - t0, 3)
     return consistency, fps
