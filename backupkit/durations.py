@@ -35,7 +35,7 @@ def format_duration(td: timedelta | float) -> str:
     secs = td.total_seconds() if isinstance(td, timedelta) else float(td)
     neg = secs < 0
     secs = abs(secs)
-    if secs < 60:
+    if round(secs, 1) < 60:  # 59.96 rounds to 60.0: shown as 1m, never as "60.0s"
         out = f"{secs:.1f}s"
     else:
         secs = int(round(secs))

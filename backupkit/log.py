@@ -50,7 +50,9 @@ class JsonLines(logging.Handler):
 def setup(verbose: bool = False, json_file: Path | None = None) -> None:
     root = logging.getLogger("backupkit")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.handlers.clear()
+    for old in list(root.handlers):  # a second setup (the config's log_file after --log-json) closes the first
+        root.removeHandler(old)
+        old.close()
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 

@@ -94,6 +94,7 @@ def test_round_trip_full_all_types_and_tamper_detection(pg_source_db, age_keys, 
     assert result.server_version.startswith(str(pg_scalar(pg_source_db, "SHOW server_version_num"))[:2])
     c = result.consistency
     assert c["kind"] == "postgres" and c["snapshot"] and "/" in c["lsn"] and isinstance(c["xmin"], int)
+    assert c["txid_snapshot"].split(":")[0] == str(c["xmin"])
     assert c["time"].endswith("+00:00")
     assert [s.name for s in sink.streams] == ["globals", "data"]
     fp = result.fingerprints

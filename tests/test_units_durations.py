@@ -25,7 +25,7 @@ def test_parse_duration_rejects_exact_message(text):
 
 @pytest.mark.parametrize("value,text", [
     (0, "0.0s"), (0.0, "0.0s"), (0.5, "0.5s"), (0.96, "1.0s"), (2.44, "2.4s"), (59.9, "59.9s"),
-    (59.96, "60.0s"),  # below 60 keeps the seconds form, whatever the rounding shows
+    (59.94, "59.9s"), (59.95, "1m"), (59.96, "1m"),  # what rounds to 60.0 is shown as a minute
     (60, "1m"), (60.4, "1m"), (61, "1m1s"), (119, "1m59s"), (120, "2m"), (3599, "59m59s"),
     (3600, "1h"), (3601, "1h1s"), (3660, "1h1m"), (3723, "1h2m"), (86399, "23h59m"), (86400, "1d"),
     (86401, "1d1s"), (90000, "1d1h"), (90060, "1d1h"), (2592000, "30d"),

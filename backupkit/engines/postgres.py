@@ -184,10 +184,11 @@ class PostgresEngine(Engine):
                    in_recovery: bool):
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         lsn_fn = "pg_last_wal_replay_lsn()" if in_recovery else "pg_current_wal_lsn()"
-        snapshot, lsn, xmin, at = conn.execute(
-            f"SELECT pg_export_snapshot(), {lsn_fn}::text, txid_snapshot_xmin(txid_current_snapshot()), now()"
-        ).fetchone()
+        snapshot, lsn, xmin, at, txid_snapshot = conn.execute(
+            f"SELECT pg_export_snapshot(), {lsn_fn}::text, txid_snapshot_xmin(txid_current_snapshot()), now(), "
+            "txid_current_snapshot()::text").fetchone()
         consistency = {"kind": "postgres", "lsn": lsn, "snapshot": snapshot, "xmin": int(xmin),
+                       "txid_snapshot": txid_snapshot,  # xmin:xmax:running, to place it in WAL (pg_walcut.py)
                        "time": at.astimezone(timezone.utc).isoformat(), "standby": bool(in_recovery),
                        "exactness": "exact"}  # pg_dump --snapshot: the fingerprints read the same exported snapshot
 
