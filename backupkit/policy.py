@@ -10,7 +10,7 @@ import hashlib
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, ValidationInfo,
@@ -18,8 +18,11 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
-from .engines.oracle_config import OracleScratch, OracleSource, check_endpoint, raise_field
-from .engines.pgbackrest_config import PgBackrestSource
+from .engines.mariadb_config import MariadbSource
+from .engines.oracle_config import OracleScratch, check_endpoint, raise_field
+from .engines.oracle_source_config import OracleEngineSource
+from .engines.postgres_config import PostgresSource
+from .engines.sqlite_config import SqliteSource
 
 TIERS = {"30m": timedelta(minutes=30), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 
@@ -37,36 +40,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Source(_Strict):
-    """Where the production data lives. Never holds a password itself."""
-
-    path: Path | None = None  # sqlite
-    dsn: str | None = None  # postgres / mariadb / oracle connect string, without password
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    database: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None  # name of an environment variable holding the password
-    socket: Path | None = None  # mariadb: the server's Unix socket (instead of host/port)
-    options: dict[str, Any] = Field(default_factory=dict)  # engine-specific extras
-    oracle: OracleSource | None = None  # engine oracle: schema, DIRECTORY, thin/thick mode (docs/oracle.md)
-    # How the engine backs up: postgres logical|pgbackrest, mariadb dump|physical (None: the engine's default).
-    mode: str | None = None
-    pgbackrest: PgBackrestSource | None = None  # engine postgres, mode pgbackrest (docs/engines.md)
-
-    @model_validator(mode="after")
-    def _oracle_endpoint(self) -> "Source":
-        check_endpoint("Source", dsn=self.dsn, client=self.oracle, password_file=self.password_file,
-                       password_env=self.password_env)
-        return self
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_password_in_dsn(cls, v: str | None) -> str | None:
-        if v and re.search(r"(://[^/@:]+:[^/@]+@)|(\bpassword\s*=)", v, re.I):
-            raise ValueError("the DSN contains a password; move it to password_file (mode 0600)")
-        return v
+# Where the production data lives (never a password): one typed model per engine, each in its engine's
+# driver-free ``engines/<engine>_config.py`` with only the fields that engine reads; the policy's
+# ``engine`` picks it (``Policy._engine_source``), so errors are located at ``source.<field>``.
+Source = SqliteSource | PostgresSource | MariadbSource | OracleEngineSource
+EngineName = Literal["sqlite", "postgres", "mariadb", "oracle"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
 
 
 class BackupSpec(_Strict):
@@ -132,8 +111,8 @@ class Policy(_Strict):
     title: str = ""
     tier: Duration
     rpo: Duration = timedelta(hours=24)
-    engine: Literal["sqlite", "postgres", "mariadb", "oracle"]
-    source: Source
+    engine: EngineName
+    source: Source  # the model of ``engine`` (engines.source_model)
     backup: BackupSpec = BackupSpec()
     retention: Retention = Retention()
     targets: list[str] = Field(default_factory=list)
@@ -145,13 +124,28 @@ class Policy(_Strict):
     file: Path | None = Field(None, exclude=True)
     content_sha256: str = Field("", exclude=True)
 
-    @field_validator("source")
+    @field_validator("engine", mode="before")
     @classmethod
-    def _engine_source(cls, v: Source, info: ValidationInfo) -> Source:
-        from .engines import validate_source
-
-        validate_source(info.data.get("engine"), v)  # engines that declare their own source rules
+    def _known_engine(cls, v: Any) -> Any:
+        if v not in ENGINES:
+            raise ValueError(f"unknown engine {v!r}; use one of {', '.join(ENGINES)}")
         return v
+
+    @field_validator("source", mode="wrap")
+    @classmethod
+    def _engine_source(cls, v: Any, handler, info: ValidationInfo) -> Source:
+        """The policy's engine discriminates: ``source`` is validated by that engine's model alone, so an
+        error is ``source.<field>`` (a tagged union would put the tag in the location: source.postgres.x).
+        A wrap validator that never calls ``handler``: the union's own validation is replaced, its serializer kept."""
+        from .engines import source_model, validate_source
+
+        engine = info.data.get("engine")
+        if engine is None:  # the engine's own error (missing, unknown) is reported first
+            raise ValueError("cannot be checked without a valid 'engine'")
+        model = source_model(engine)
+        source = v if isinstance(v, model) else model.model_validate(v)
+        validate_source(engine, source)  # an engine's further rules (engines._CONFIG)
+        return source
 
     @field_validator("drill")
     @classmethod

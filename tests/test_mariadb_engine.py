@@ -424,7 +424,7 @@ def test_restore_target_refuses_source_and_restores_into_new_database(mdb_databa
     ({"dsn": "postgresql://u@h/db"}, None, "is not a MariaDB DSN"),
     ({"dsn": "mariadb://u:secret@h/db"}, None, "contains a password"),
     ({"host": "db1"}, None, "needs the database"),
-    ({"dsn": "mariadb://u@h/db", "options": {"lock_wait": 3}}, None, "unknown MariaDB option 'lock_wait'"),
+    ({"dsn": "mariadb://u@h/db", "options": {"lock_wait": 3}}, None, "field 'source.options.lock_wait': unknown MariaDB option"),
     ({"dsn": "mariadb://u@h/db"}, {"type": "database"}, "field 'drill': scratch.dsn is required"),
     ({"dsn": "mariadb://u@h/db"}, {"type": "database", "dsn": "host=x"}, "scratch.dsn"),
 ])

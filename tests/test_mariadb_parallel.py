@@ -189,9 +189,9 @@ def test_restore_spools_while_the_ephemeral_server_starts(mdb_database, age_keys
 
 
 @pytest.mark.parametrize("options,needle", [
-    ({"fingerprint_sessions": 0}, "options.fingerprint_sessions must be a whole number"),
-    ({"fingerprint_sessions": 17}, "options.fingerprint_sessions must be a whole number"),
-    ({"fingerprint_sessions": "2"}, "options.fingerprint_sessions must be a whole number"),
+    ({"fingerprint_sessions": 0}, "field 'source.options.fingerprint_sessions': must be a whole number"),
+    ({"fingerprint_sessions": 17}, "field 'source.options.fingerprint_sessions': must be a whole number"),
+    ({"fingerprint_sessions": "2"}, "field 'source.options.fingerprint_sessions': must be a whole number"),
 ])
 def test_fingerprint_sessions_is_validated_at_load(tmp_path, options, needle):
     import yaml

@@ -511,7 +511,7 @@ def test_credentials_and_blocks_are_checked_at_load(tmp_path, secrets_dir):
     with pytest.raises(ConfigError, match=r"field 'source.oracle.wallet_location': .*needs thick mode"):
         load_policy(f)
     f = write_policy(tmp_path, secrets_dir, {"dsn": "db:1521/HIS"})
-    with pytest.raises(ConfigError, match=r"field 'source': engine oracle needs source.oracle"):
+    with pytest.raises(ConfigError, match=r"field 'source.oracle': is required for engine oracle: at least 'schema'"):
         load_policy(f)
     f = write_policy(tmp_path, secrets_dir, {"dsn": "db:1521/HIS", "oracle": {"schema": "HIS"}},
                      scratch={"type": "database", "dsn": "drill:1521", "password_file": str(secrets_dir / "s.pass"),

@@ -1,13 +1,16 @@
 """Database engines, looked up by the policy's ``engine`` name (one module each).
 
-An engine may also declare, in a light module that imports no driver, how its
-part of a policy is validated at load time (``_CONFIG``): ``validate_source(source)``
-and ``validate_scratch(scratch_spec)`` raise ValueError naming the field, which
-the policy loader reports as ``<file>: field 'source': ...`` (exit 2).
+Each engine owns a typed ``source`` model in a light module that imports no driver
+(``_SOURCES``: ``<engine>_config.py``); the policy's ``engine`` picks it at load, so
+a field of another engine or a bad option is ``<file>: field 'source.<field>': ...``
+(exit 2). An engine may also declare further load-time rules in such a module
+(``_CONFIG``): ``validate_source(source)`` and ``validate_scratch(scratch_spec, source)``
+raise ValueError, which the loader reports as ``<file>: field 'source': ...``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -84,7 +87,34 @@ def check_capabilities(engine: str | None, source, drill) -> tuple[str, str] | N
     return None
 
 
-# engine name -> module holding validate_source / validate_scratch (no driver imports)
+# engine name -> (module, class) of its typed ``source`` model (no driver imports); the policy's engine picks it
+_SOURCES = {
+    "sqlite": ("sqlite_config", "SqliteSource"),
+    "postgres": ("postgres_config", "PostgresSource"),
+    "mariadb": ("mariadb_config", "MariadbSource"),
+    "oracle": ("oracle_source_config", "OracleEngineSource"),
+}
+
+
+def source_model(engine: str):
+    """The pydantic model of ``source`` for an engine (KeyError for an engine without one)."""
+    module, cls = _SOURCES[engine]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+@functools.cache
+def source_fields_by_engine() -> dict[str, frozenset[str]]:
+    """engine -> the ``source`` fields its model accepts (as written in YAML)."""
+    return {e: frozenset(info.alias or name for name, info in source_model(e).model_fields.items()) for e in _SOURCES}
+
+
+@functools.cache
+def all_source_fields() -> frozenset[str]:
+    """Every engine's ``source`` attribute names (those of another engine read as None on a source)."""
+    return frozenset(name for e in _SOURCES for name in source_model(e).model_fields)
+
+
+# engine name -> module holding further validate_source / validate_scratch rules (no driver imports)
 _CONFIG = {
     "mariadb": "mariadb_conn",
     "oracle": "oracle_config",  # its validate_source/validate_scratch (written by the Oracle engine's author)
@@ -129,37 +159,11 @@ def _config_module(engine: str | None):
     return importlib.import_module(f"{__name__}.{module}") if module else None
 
 
-# The ``source`` fields each engine reads; any other field set in a policy is a mistake named at load.
-_SOURCE_FIELDS = {
-    "sqlite": {"path"},
-    "postgres": {"dsn", "host", "port", "user", "database", "password_file", "password_env", "options", "mode",
-                 "pgbackrest"},
-    "mariadb": {"dsn", "host", "port", "user", "database", "password_file", "password_env", "socket", "options", "mode"},
-    "oracle": {"dsn", "user", "password_file", "password_env", "options", "oracle"},
-}
-
-
 def validate_source(engine: str | None, source) -> None:
-    """Policy-load check of ``source`` by the engine that owns it (no-op for engines without rules)."""
-    allowed = _SOURCE_FIELDS.get(engine or "")
-    if allowed is not None:
-        foreign = sorted(f for f in source.model_fields_set if f not in allowed)
-        if foreign:
-            raise ValueError(f"field {foreign[0]!r} is not used by engine {engine}; remove it "
-                             f"(engine {engine} reads {', '.join(sorted(allowed))})")
-        if engine == "sqlite" and source.path is None:
-            raise ValueError("engine sqlite needs 'path': the database file to back up")
-    mode = getattr(source, "mode", None)
-    if mode is not None and (engine, mode) not in _MODES:
-        allowed = modes(engine or "")
-        raise ValueError(f"mode {mode!r} is not a mode of engine {engine}"
-                         + (f"; use one of {', '.join(allowed)}" if allowed else "; remove the field"))
-    if getattr(source, "pgbackrest", None) is not None and (engine, mode) != ("postgres", "pgbackrest"):
-        raise ValueError("the 'pgbackrest' block is used only with engine postgres and mode: pgbackrest")
-    if (engine, mode) == ("postgres", "pgbackrest") and getattr(source, "pgbackrest", None) is None:
-        raise ValueError("mode pgbackrest needs a 'pgbackrest' block with at least 'stanza' (docs/engines.md)")
+    """Policy-load rules of ``source`` beyond its typed model (fields, types, options, mode and the
+    pgbackrest block are the model's), by the engine's ``_CONFIG`` module (no-op for engines without any)."""
     mod = _config_module(engine)
-    if mod is not None:
+    if mod is not None and hasattr(mod, "validate_source"):
         mod.validate_source(source)
 
 

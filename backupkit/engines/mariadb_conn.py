@@ -24,14 +24,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError, JobFailed
 from .kit import read_secret, secret_file
+from .mariadb_config import MODE_OPTIONS, MariadbOptions  # noqa: F401  (MODE_OPTIONS: re-exported)
 
 SCHEMES = ("mariadb", "mysql")
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT = 15
-# Keys of ``source.options`` that are backupkit's own (every engine option is listed here).
-ENGINE_OPTIONS = {"bin_dir", "lock_wait_timeout", "server_bin_dir", "parallel", "fingerprint_sessions"}
-# Options of one mode only (``source.mode``: ``dump``, the default, or ``physical``).
-MODE_OPTIONS = {"lock_wait_timeout": "dump", "parallel": "physical", "fingerprint_sessions": "dump"}
+# Keys of ``source.options`` (every one is backupkit's own), typed and checked at load by
+# ``mariadb_config.MariadbOptions``; MODE_OPTIONS: the options of one mode only.
+ENGINE_OPTIONS = set(MariadbOptions.model_fields)
 # Query parameters a DSN may carry.
 DSN_PARAMS = {"socket", "connect_timeout"}
 
@@ -152,9 +152,8 @@ def parse_dsn(dsn: str | None, what: str) -> dict[str, Any]:
 
 
 def validate_source(source) -> None:
-    """Policy-load check of a MariaDB ``source`` (raises ValueError naming the field)."""
-    if source.path is not None:
-        raise ValueError("field 'path' is for engine sqlite; a MariaDB source uses dsn or host/port/socket/user/database")
+    """Policy-load check of a MariaDB ``source`` (raises ValueError naming the field). Fields, their types and
+    ``options`` are checked before, by its typed model (``mariadb_config.MariadbSource``)."""
     try:
         parts = parse_dsn(source.dsn, "dsn")
     except ConfigError as e:
@@ -167,22 +166,6 @@ def validate_source(source) -> None:
         raise ValueError("a MariaDB source needs 'dsn', 'host' or 'socket'")
     if source.port is not None and not (0 < source.port < 65536):
         raise ValueError("field 'port' must be between 1 and 65535")
-    unknown = set(source.options or {}) - ENGINE_OPTIONS
-    if unknown:
-        raise ValueError(f"unknown MariaDB option {sorted(unknown)[0]!r} in 'options'; use {', '.join(sorted(ENGINE_OPTIONS))}")
-    lwt = (source.options or {}).get("lock_wait_timeout")
-    if lwt is not None and (not isinstance(lwt, int) or lwt < 1):
-        raise ValueError("options.lock_wait_timeout must be a whole number of seconds >= 1")
-    mode = getattr(source, "mode", None) or "dump"
-    for key, only in MODE_OPTIONS.items():
-        if key in (source.options or {}) and only != mode:
-            raise ValueError(f"options.{key} is used only with mode: {only}; remove it (this source has mode: {mode})")
-    par = (source.options or {}).get("parallel")
-    if par is not None and (not isinstance(par, int) or isinstance(par, bool) or not 1 <= par <= 64):
-        raise ValueError("options.parallel must be a whole number of mariadb-backup copy threads from 1 to 64")
-    fps = (source.options or {}).get("fingerprint_sessions")
-    if fps is not None and (not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 16):
-        raise ValueError("options.fingerprint_sessions must be a whole number of fingerprint sessions from 1 to 16")
 
 
 def validate_scratch(spec, source=None) -> None:

@@ -24,12 +24,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .kit import child_env, read_secret
+from .postgres_config import PostgresOptions
 from ..errors import ConfigError, JobFailed
 
 logger = logging.getLogger(__name__)
 
-# Keys of ``source.options`` that are backupkit's own; every other key is a libpq parameter.
-ENGINE_OPTIONS = {"bin_dir", "restore_jobs"}
+# Keys of ``source.options`` that are backupkit's own (typed and checked at load by
+# ``postgres_config.PostgresOptions``); every other key is a libpq parameter.
+ENGINE_OPTIONS = set(PostgresOptions.model_fields)
 
 # Pinned on both sides (source at dump time, scratch after restore) so that the
 # text form of every row, and therefore its fingerprint, is identical.
