@@ -303,17 +303,26 @@ def verify(obj, systems, deep, sample, target):
 @click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
 @click.option("--due", is_flag=True, help="Only drill systems whose drill.every says a drill is due.")
 @click.option("--sample", type=click.IntRange(min=1), help="Also drill N randomly chosen older backups of SYSTEM.")
+@click.option("--to-time", "to_time", metavar="TIME",
+              help="Point-in-time drill: recover to TIME (ISO 8601 with offset, e.g. 2026-11-28T06:10:00+08:00) "
+                   "from the newest backup before it plus archived WAL (pgBackRest mode only).")
 @pass_ctx
 @handles_errors
-def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, sample):
+def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, sample, to_time):
     """Restore a backup into a scratch instance, prove it, tear it down, record it."""
     import random
 
-    from .actions.drill import run_drill
+    from .actions.drill import parse_to_time, run_drill
     from .actions.lifecycle import candidate_backups
     from .report_text import print_drill
     from .scheduler import drill_is_due
 
+    point = None
+    if to_time is not None:
+        point = parse_to_time(to_time)
+        if not system or due or sample:
+            raise ConfigError("--to-time drills one SYSTEM to one point in time; name the system and leave out "
+                              "--due and --sample")
     ctx = _context(obj)
     broken = 0 if system else _broken_policies(ctx)
     policies = [ctx.policy(system)] if system else ctx.select([], True)
@@ -331,7 +340,7 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
     for policy, bid in runs:
         try:
             out = run_drill(ctx, policy, backup_id=bid, from_target=from_target, reviewer=reviewer,
-                            corrective_actions=list(actions))
+                            corrective_actions=list(actions), to_time=point)
         except BackupkitError as e:
             if len(runs) == 1:
                 raise
@@ -342,11 +351,27 @@ def drill(obj, system, backup_id, from_target, reviewer, actions, as_json, due, 
             click.echo(json.dumps(out.record, ensure_ascii=False, indent=2))
         else:
             print_drill(out.record)
+            _print_pitr(out.record)
         if not out.verdict.passed:
             click.echo(f"backupkit: drill of {policy.system} failed: {'; '.join(out.verdict.reasons)}", err=True)
             _alert(ctx, "drill failed", policy.system, "; ".join(out.verdict.reasons))
         worst = max(worst, out.exit_code)
     sys.exit(worst)
+
+
+def _print_pitr(rec: dict) -> None:
+    """What a point-in-time drill adds to the drill's text output (the record's ``pitr``)."""
+    p = rec.get("pitr")
+    if not p:
+        return
+    click.echo(f"point-in-time drill to {p['target_time']} from backup {p['base_backup']}")
+    wal = p.get("wal_replayed")
+    if wal:
+        click.echo(f"  WAL replayed {wal['first']}..{wal['last']} ({wal['count']} segments); recovery stopped: "
+                   f"{p.get('recovery_stopped') or 'unknown'}; last replayed transaction "
+                   f"{p.get('last_replayed_transaction') or 'none'}; recovery {p.get('recovery_seconds')}s")
+    click.echo(f"  {p['fingerprints']}")
+    click.echo(f"  RPO {(rec.get('rpo') or {}).get('not_applicable') or 'not judged'}")
 
 
 @cli.command()

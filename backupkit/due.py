@@ -16,6 +16,14 @@ from datetime import datetime, time, timedelta
 CLOCK_SKEW_TOLERANCE = timedelta(minutes=5)
 
 
+def counts_as_regular_drill(body) -> bool:
+    """Whether a ``drill`` record's body can stand for the system's regular drill (``status``, ``drill --due``,
+    the scheduler, and which backup's latest drill passed). A point-in-time drill (``mode: pitr``, ``drill
+    --to-time``) cannot: it recovered its backup to another point and compared no fingerprints with it. It
+    stays in the ledger and the evidence as what it was."""
+    return not (isinstance(body, dict) and body.get("mode") == "pitr")
+
+
 def in_future(when: datetime, now: datetime, tolerance: timedelta = CLOCK_SKEW_TOLERANCE) -> bool:
     """True when ``when`` is later than ``now`` by more than ``tolerance``: the clock that wrote it ran ahead."""
     return when > now + tolerance

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .due import counts_as_regular_drill
 from .ledger import Record
 from .records import CopyRecord, DrillRecord, PruneRecord, VerifyRecord
 
@@ -24,7 +25,7 @@ class History:
     copied: dict[str, set[str]] = field(default_factory=dict)  # target -> backup IDs with a successful copy
     removed: dict[str, set[str]] = field(default_factory=dict)  # location -> IDs a prune planned or did remove
     pending_prunes: list[Record] = field(default_factory=list)  # planned, never marked done
-    last_drill: dict[str, Record] = field(default_factory=dict)  # backup_id -> its latest drill record
+    last_drill: dict[str, Record] = field(default_factory=dict)  # backup_id -> its latest regular drill record
     last_deep_verify: dict[str, str] = field(default_factory=dict)  # backup_id -> status of its latest deep verify
     holds: dict[str, str] = field(default_factory=dict)  # backup_id -> reason
 
@@ -68,7 +69,7 @@ def history(records: Iterable[Record], system: str) -> History:
                 planned[r.seq] = r
             else:
                 planned.pop(p.plan_seq, None)
-        elif r.kind == "drill" and r.policy == system:
+        elif r.kind == "drill" and r.policy == system and counts_as_regular_drill(r.body):
             d = DrillRecord.of(r)
             if d.backup_id:
                 h.last_drill[d.backup_id] = r

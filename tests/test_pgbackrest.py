@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import time
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from backupkit.engines import pgbackrest as pgbr_engine
 from backupkit.engines.kit import proof_clean
 from backupkit.engines.pgbackrest_plan import lsn_int, segments_between, settings_problems
 from backupkit.errors import ConfigError
+
+from fixtures.pgbackrest import his_on_cluster
 
 HOSPITAL_SQL = [
     "CREATE TABLE patients (id bigserial PRIMARY KEY, name text NOT NULL, born date, photo bytea, tags text[])",
@@ -39,21 +40,9 @@ HOSPITAL_SQL = [
 
 @pytest.fixture
 def pgbr_ws(workspace, pgbr_cluster):
-    db = f"his_{secrets.token_hex(3)}"
-    pgbr_cluster.exec("postgres", f"CREATE DATABASE {db}")
-    pgbr_cluster.exec(db, *HOSPITAL_SQL)
-    policy = {
-        "system": "his", "title": "医院信息系统 HIS", "tier": "30m", "rpo": "24h", "engine": "postgres",
-        "source": pgbr_cluster.source(db), "targets": ["offsite"],
-        "drill": {"fingerprint": "full", "assertions": [
-            {"name": "patients present", "sql": "SELECT count(*) FROM patients", "expect": "> 0"}]},
-    }
-    workspace.policy_file("demo-lis").unlink()
-    workspace.policy_file("his").write_text(yaml.safe_dump(policy, allow_unicode=True))
-    workspace.db_name = db
-    workspace.cluster = pgbr_cluster
-    yield workspace
-    pgbr_cluster.exec("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    with his_on_cluster(workspace, pgbr_cluster, HOSPITAL_SQL, {"fingerprint": "full", "assertions": [
+            {"name": "patients present", "sql": "SELECT count(*) FROM patients", "expect": "> 0"}]}) as ws:
+        yield ws
 
 
 def _manifest(ws) -> dict:

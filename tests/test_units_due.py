@@ -84,3 +84,11 @@ def test_drill_due_exact(last, tol, due):
 def test_drill_due_every_zero_is_always_due():
     assert drill_due(NOW, timedelta(0), NOW) is True
     assert drill_due(NOW - S, timedelta(seconds=2), NOW) is False
+
+
+def test_only_a_regular_drill_counts_as_the_regular_drill():
+    from backupkit.due import counts_as_regular_drill
+    assert counts_as_regular_drill({"verdict": "passed"}) and counts_as_regular_drill({})
+    assert counts_as_regular_drill({"mode": "regular"}) and counts_as_regular_drill(None)
+    assert not counts_as_regular_drill({"mode": "pitr", "verdict": "passed"})
+    assert not counts_as_regular_drill({"mode": "pitr"})

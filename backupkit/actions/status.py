@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from ..context import Context
-from ..due import CLOCK_SKEW_TOLERANCE, in_future
+from ..due import CLOCK_SKEW_TOLERANCE, counts_as_regular_drill, in_future
 from ..durations import format_duration
 from ..history import LOCAL, history
 from ..ledger import Record
@@ -77,7 +77,8 @@ def assess(policy: Policy, records: list[Record], now: datetime, present: set[st
                       rto_target_seconds=policy.tier.total_seconds(), targets=list(policy.targets))
     backups = sorted((r for r in records if r.kind == "backup"), key=lambda r: r.seq)
     copies = [(r, c) for r in records if r.kind == "copy" for c in [CopyRecord.of(r)] if c.ok]
-    drills = sorted(((r, DrillRecord.of(r)) for r in records if r.kind == "drill"), key=lambda x: x[0].seq)
+    drills = sorted(((r, DrillRecord.of(r)) for r in records if r.kind == "drill" and counts_as_regular_drill(r.body)),
+                    key=lambda x: x[0].seq)  # a point-in-time drill never stands in for the regular one
     if backups:
         last = backups[-1]
         st.last_backup = last.subject

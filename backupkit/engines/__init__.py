@@ -43,13 +43,14 @@ class Capabilities:
     scratch: tuple[str, ...]  # drill.scratch.type values it can drill into
     fingerprint: tuple[str, ...] = ("rows", "full")  # drill.fingerprint values
     restore_to: bool = False  # ``backupkit restore --to`` (an emergency restore into a named destination)
+    pitr: bool = False  # ``backupkit drill --to-time`` (recover to a point in time from archived WAL)
 
 
 # (engine, mode) -> capabilities; mode None is the engine's only (or default) mode.
 _CAPABILITIES = {
     ("sqlite", None): Capabilities(scratch=("ephemeral",), restore_to=True),
     ("postgres", "logical"): Capabilities(scratch=("ephemeral", "database"), restore_to=True),
-    ("postgres", "pgbackrest"): Capabilities(scratch=("ephemeral",)),
+    ("postgres", "pgbackrest"): Capabilities(scratch=("ephemeral",), pitr=True),
     ("mariadb", "dump"): Capabilities(scratch=("ephemeral", "database"), restore_to=True),
     ("mariadb", "physical"): Capabilities(scratch=("ephemeral",)),
     ("oracle", "datapump"): Capabilities(scratch=("database",)),
@@ -85,6 +86,16 @@ def check_capabilities(engine: str | None, source, drill) -> tuple[str, str] | N
     if drill.fingerprint not in caps.fingerprint:
         return ("drill.fingerprint", f"{label} supports fingerprint {' or '.join(caps.fingerprint)}, not {drill.fingerprint!r}")
     return None
+
+
+def pitr_refusal(engine: str | None, source) -> str | None:
+    """Why a policy's engine and mode cannot drill to a point in time (``drill --to-time``), or None when it can."""
+    caps = capabilities(engine, source)
+    if caps is not None and caps.pitr:
+        return None
+    able = ", ".join(f"engine: {e} + source.mode: {m}" for (e, m), c in _CAPABILITIES.items() if c.pitr)
+    return (f"engine {engine} in mode {mode_of(engine, source)} cannot recover to a point in time; only {able} "
+            "(archived WAL) can; drill without --to-time")
 
 
 # engine name -> (module, class) of its typed ``source`` model (no driver imports); the policy's engine picks it

@@ -37,7 +37,7 @@ from .pg_conn import Endpoint, connect, dsn_endpoint, same_database_by_address, 
 from .pg_fingerprint import FORMAT as FINGERPRINT_FORMAT, KEY_FORMAT
 from .pgbackrest_cluster import RestoredCluster, chown_tree
 from .pgbackrest_plan import (archive_id, backup_facts, chain, expire_plan, lsn_int, new_backup, parse_segment, segment_of_lsn,
-                              segments_between, settings_message, settings_problems, stanza_info)
+                              segment_name, segments_between, settings_message, settings_problems, stanza_info)
 from .pgbackrest_repo import (Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
                               segment_files, unpack, wait_archived)
 from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
@@ -48,6 +48,13 @@ from .postgres import PgScratch, PostgresEngine
 logger = logging.getLogger(__name__)
 
 ARCHIVE_WAIT = 120.0  # seconds to wait for the segment holding the consistency point to reach the repository
+
+
+def _ended_before_target(cluster: RestoredCluster) -> bool:
+    """The restored server's log says recovery ran out of WAL before its target (PostgreSQL then refuses to start)."""
+    with contextlib.suppress(OSError):
+        return "recovery ended before configured recovery target was reached" in cluster.logfile.read_text(errors="replace")
+    return False
 
 
 @dataclass
@@ -317,13 +324,38 @@ class PgBackrestEngine(Engine):
         target = target_lsn or (None if target_time else manifest["consistency"]["lsn"])
         h.superuser = cluster.superuser = details.get("bootstrap_superuser") or "postgres"
         cluster.manifest_details = pb
-        _, promote_seconds = self._recover(policy, cluster, pb["label"], target, target_time, what)
+        seg_size = int(details["wal_segment_size"])
+        live = last_available = None
+        if target_time is not None:  # point in time: every WAL segment archived since, from the live repository
+            live, last_available = self._wal_from_live(policy, pb, seg_size, cluster, what)
+            scratch.info["pitr"] = {"wal_from_live_repository": live, "last_wal_available": last_available}
+        try:
+            _, promote_seconds = self._recover(policy, cluster, pb["label"], target, target_time, what)
+        except BackupkitError as e:
+            if target_time is None or not _ended_before_target(cluster):
+                raise
+            raise VerificationFailed(
+                f"{what}: recovery ended before reaching --to-time {target_time}: the archived WAL ends with segment "
+                f"{last_available} (the backup's {seg_from}..{seg_to}"
+                + (f", then {'..'.join(dict.fromkeys(live))} from the live pgBackRest repository" if live else
+                   ", nothing newer in the live pgBackRest repository")
+                + "); choose an earlier --to-time, or wait until WAL with a transaction committed after it is archived "
+                "(recovery stops only at such a commit)") from e
         scratch.info["restore_command"] = cluster.restore_command()
         restore_seconds = time.monotonic() - t0 - promote_seconds
         h.endpoint = Endpoint(cluster.params(h.superuser, scratch.info["database"]))
         with connect(h.endpoint, what=what, pinned=False) as c:
             sysid, checksums = c.execute("SELECT (SELECT system_identifier FROM pg_control_system())::text, "
                                          "current_setting('data_checksums')").fetchone()
+            if target_time is not None:
+                replay_lsn, xact_time = c.execute("SELECT pg_last_wal_replay_lsn()::text, "
+                                                  "pg_last_xact_replay_timestamp()").fetchone()
+                tli, _ = parse_segment(seg_to, seg_size)
+                replayed = segments_between(seg_from, segment_of_lsn(tli, replay_lsn, seg_size), seg_size)
+                scratch.info["pitr"].update(
+                    wal_replayed={"first": replayed[0], "last": replayed[-1], "count": len(replayed)},
+                    replay_lsn=replay_lsn, recovery_stopped=cluster.recovery_stop(),
+                    last_replayed_transaction=xact_time.isoformat() if xact_time else None)
         scratch.info.update(
             postmaster_pid=cluster.pid, server_major=major, tar_members=members, backup_label=pb["label"],
             data_checksums=checksums == "on", system_identifier=sysid,
@@ -359,6 +391,45 @@ class PgBackrestEngine(Engine):
         promote = cluster.wait_promoted(cluster.superuser, cfg.recovery_timeout)
         return restore_seconds, promote
 
+    # ---- WAL beyond the artifact's own range (cross-proof, point-in-time drill) ---------------------
+
+    def _wal_from_live(self, policy, pb: dict, seg_size: int, cluster: RestoredCluster, what: str,
+                       upto: str | None = None) -> tuple[list[str] | None, str]:
+        """Copy WAL segments after the artifact's own range (``details.pgbackrest.wal_segments``) from the
+        live pgBackRest archive into ``cluster``'s private repository: up to ``upto`` (every one must be
+        there, else VerificationFailed naming the first missing), or without ``upto`` every segment archived
+        after the range on its timeline, up to the first gap. Returns ([first, last] copied, or None when
+        nothing was needed or there was nothing more, and the last segment the private repository holds)."""
+        cfg = self._cfg(policy)
+        have_last = pb["wal_segments"][1]
+        tli, have_no = parse_segment(have_last, seg_size)
+        live = repo_path(cfg, cfg.repo) / "archive" / pb["stanza"] / pb["archive_id"]
+        if upto is not None:
+            if parse_segment(upto, seg_size)[1] <= have_no:
+                return None, have_last
+            extra = segments_between(have_last, upto, seg_size)[1:]
+            files, missing = segment_files(live, extra)
+            if missing:
+                raise VerificationFailed(f"{what}: WAL segment {missing[0]} is needed beyond the backup's own range "
+                                         f"and is not (yet) in the pgBackRest archive {live}")
+        else:
+            extra, files = [], []
+            while True:
+                seg = segment_name(tli, have_no + len(extra) + 1, seg_size)
+                found, _ = segment_files(live, [seg])
+                if not found:
+                    break
+                extra.append(seg)
+                files += found
+            if not extra:
+                return None, have_last
+        dest = cluster.repo / "archive" / pb["stanza"] / pb["archive_id"]
+        for f in files:
+            (dest / f.parent.name).mkdir(exist_ok=True)
+            shutil.copy2(f, dest / f.parent.name / f.name)
+        chown_tree(dest, cluster.run_as)
+        return [extra[0], extra[-1]], extra[-1]
+
     # ---- cross-proof against a logical backup ------------------------------------------------------
 
     def fingerprints_at(self, *, policy, scratch: Scratch, lsn: str, mode: str, like: dict,
@@ -368,7 +439,6 @@ class PgBackrestEngine(Engine):
         range comes from the live pgBackRest repository (recorded in the facts)."""
         h: PhysicalScratch = scratch.handle
         first = h.restored
-        cfg = self._cfg(policy)
         details = (scratch.manifest or {}).get("details") or {}
         pb = details["pgbackrest"]
         what = f"policy {policy.system}: cross-proof at LSN {lsn}"
@@ -376,22 +446,9 @@ class PgBackrestEngine(Engine):
         if lsn_int(lsn) < lsn_int(pb["lsn_stop"]):
             raise VerificationFailed(f"{what}: the LSN is before the physical backup's end {pb['lsn_stop']}")
         tli, _ = parse_segment(pb["wal_segments"][1], seg_size)
-        last_needed = segment_of_lsn(tli, lsn, seg_size)
-        have_last = pb["wal_segments"][1]
-        facts: dict[str, Any] = {"target_lsn": lsn, "wal_from_live_repository": None}
-        if parse_segment(last_needed, seg_size)[1] > parse_segment(have_last, seg_size)[1]:
-            extra = segments_between(have_last, last_needed, seg_size)[1:]
-            live = repo_path(cfg, cfg.repo) / "archive" / pb["stanza"] / pb["archive_id"]
-            files, missing = segment_files(live, extra)
-            if missing:
-                raise VerificationFailed(f"{what}: WAL segment {missing[0]} is needed beyond the backup's own range "
-                                         f"and is not (yet) in the pgBackRest archive {live}")
-            dest = first.repo / "archive" / pb["stanza"] / pb["archive_id"]
-            for f in files:
-                (dest / f.parent.name).mkdir(exist_ok=True)
-                shutil.copy2(f, dest / f.parent.name / f.name)
-            chown_tree(dest, first.run_as)
-            facts["wal_from_live_repository"] = [extra[0], extra[-1]]
+        facts: dict[str, Any] = {"target_lsn": lsn}
+        facts["wal_from_live_repository"], _ = self._wal_from_live(policy, pb, seg_size, first, what,
+                                                                   upto=segment_of_lsn(tli, lsn, seg_size))
         root = private_root(first.root.parent, first.run_as)
         sockdir = Path(tempfile.mkdtemp(prefix="bk-pgbr-"))
         chown_tree(sockdir, first.run_as)

@@ -117,7 +117,7 @@ class RestoredCluster:
         argv = [str(self.pgbackrest), f"--config={self.conf}", f"--stanza={self.stanza}", f"--set={label}",
                 "--archive-mode=off", f"--tablespace-map-all={self.root / 'tblspc'}", "--target-action=promote"]
         if target_time is not None:
-            argv += ["--type=time", f"--target={target_time}"]
+            argv += ["--type=time", f"--target={target_time}", "--target-exclusive"]
         elif target_lsn is not None:
             argv += ["--type=lsn", f"--target={target_lsn}", "--target-exclusive"]
         else:

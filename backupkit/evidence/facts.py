@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
+from ..due import counts_as_regular_drill
 from ..records import CopyRecord, DrillRecord, VerifyRecord
 from .i18n import aware, day_start, local_day
 
@@ -91,7 +92,8 @@ def facts(records, system: str, targets: list[str], *, start: datetime, end: dat
                           and c.seq > b.seq), None)
             lag = max((aware(first.time) - aware(b.time)).total_seconds(), 0.0) if first is not None else None
             f.copies.append(CopyFact(b.seq, b.subject, t, first.seq if first else None, lag))
-    f.drills = [r for r in mine if r.kind == "drill"]
+    # the controls judge regular drills; a point-in-time drill is listed in the report but never stands in for one
+    f.drills = [r for r in mine if r.kind == "drill" and counts_as_regular_drill(r.body)]
     drills = [(r, DrillRecord.of(r)) for r in f.drills]
     f.passing = [r for r, d in drills if d.passed]
     f.drill_gaps = gaps(start, [aware(r.time) for r in f.passing], max(as_of, start))
