@@ -314,6 +314,7 @@ class PgBackrestEngine(Engine):
         t0 = time.monotonic()
         (cluster.root / "unpacked").mkdir(mode=0o700)
         members = unpack(source, "data", cluster.root / "unpacked", what)
+        unpack_seconds = time.monotonic() - t0
         seg_from, seg_to = pb["wal_segments"]
         archive_dir = cluster.repo / "archive" / pb["stanza"] / pb["archive_id"]
         _, missing = segment_files(archive_dir, segments_between(seg_from, seg_to, int(details["wal_segment_size"])))
@@ -330,7 +331,7 @@ class PgBackrestEngine(Engine):
             live, last_available = self._wal_from_live(policy, pb, seg_size, cluster, what)
             scratch.info["pitr"] = {"wal_from_live_repository": live, "last_wal_available": last_available}
         try:
-            _, promote_seconds = self._recover(policy, cluster, pb["label"], target, target_time, what)
+            pgbr_seconds, promote_seconds = self._recover(policy, cluster, pb["label"], target, target_time, what)
         except BackupkitError as e:
             if target_time is None or not _ended_before_target(cluster):
                 raise
@@ -361,7 +362,8 @@ class PgBackrestEngine(Engine):
             data_checksums=checksums == "on", system_identifier=sysid,
             recovery={"target_lsn": target, "target_time": target_time, "inclusive": False,
                       "stopped": cluster.recovery_stop(), "promoted": True,
-                      "restore_seconds": round(restore_seconds, 3), "replay_seconds": round(promote_seconds, 3)})
+                      "restore_seconds": round(restore_seconds, 3), "replay_seconds": round(promote_seconds, 3),
+                      "unpack_seconds": round(unpack_seconds, 3), "pgbackrest_restore_seconds": round(pgbr_seconds, 3)})
         if details.get("system_identifier") and sysid != details["system_identifier"]:
             raise VerificationFailed(f"{what}: the restored cluster's system identifier {sysid} is not the source's "
                                      f"{details['system_identifier']}")
@@ -483,6 +485,18 @@ class PgBackrestEngine(Engine):
     # ---- checks ----------------------------------------------------------------------------------------
 
     def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
+        return self._checksums(scratch) + self._pg.integrity_check(scratch=scratch)
+
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+                       ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
+        """pg_checksums on the stopped copy first (it needs the server down), then the logical engine's
+        amcheck beside the fingerprints (``PostgresEngine.check_restored``), then sequences and UNLOGGED marks."""
+        first = self._checksums(scratch)
+        checks, out = self._pg.check_restored(scratch=scratch, mode=mode, like=like)
+        self._physical_entries(scratch, out, like)
+        return first + checks, out
+
+    def _checksums(self, scratch: Scratch) -> list[CheckResult]:
         h: PhysicalScratch = scratch.handle
         cluster = h.restored
         out: list[CheckResult] = []
@@ -498,16 +512,20 @@ class PgBackrestEngine(Engine):
         else:
             out.append(CheckResult("pg_checksums", "waived", "the source cluster has no data checksums "
                                    "(initdb --data-checksums, or pg_checksums --enable while stopped)"))
-        out += self._pg.integrity_check(scratch=scratch)
         return out
 
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         out = self._pg.fingerprints(scratch=scratch, mode=mode, like=like)
+        self._physical_entries(scratch, out, like)
+        return out
+
+    @staticmethod
+    def _physical_entries(scratch: Scratch, out: dict, like: dict | None) -> None:
+        """What a physical copy's fingerprints add to the logical engine's: sequence positions, UNLOGGED marks."""
         h: PhysicalScratch = scratch.handle
         with connect(h.endpoint, what=f"{scratch.kind} scratch") as conn:
             sequence_positions(conn, out, like)
             mark_unlogged(conn, out)
-        return out
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         return self._pg.query_scalar(scratch=scratch, sql=sql)

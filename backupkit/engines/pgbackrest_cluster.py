@@ -203,7 +203,7 @@ class RestoredCluster:
             if time.monotonic() - t0 > timeout:
                 raise self.failure(f"recovery did not finish within {int(timeout)}s "
                                    "(source.pgbackrest.recovery_timeout)")
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     def recovery_stop(self) -> str | None:
         """The server's own line saying where recovery stopped."""

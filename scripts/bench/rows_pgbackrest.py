@@ -14,13 +14,26 @@ def _measure(b: Bench) -> dict[str, list[float]]:
     return _ratios
 
 
+def _row(i: int, b: Bench) -> RowResult:
+    key, name, target = pgbackrest_bench.ROWS[i]
+    return RowResult(name, _measure(b)[key], f"<= {target}" if target is not None else "")
+
+
 @row
 def row_pgbackrest_backup(b: Bench) -> RowResult:
-    key, name, target = pgbackrest_bench.ROWS[0]
-    return RowResult(name, _measure(b)[key], f"<= {target}")
+    return _row(0, b)
+
+
+@row
+def row_pgbackrest_size(b: Bench) -> RowResult:
+    return _row(1, b)
 
 
 @row
 def row_pgbackrest_drill(b: Bench) -> RowResult:
-    key, name, target = pgbackrest_bench.ROWS[1]
-    return RowResult(name, _measure(b)[key], f"<= {target}")
+    return _row(2, b)
+
+
+@row
+def row_pgbackrest_drill_vs_logical(b: Bench) -> RowResult:
+    return _row(3, b)
