@@ -295,27 +295,24 @@ def test_concurrent_writes_during_backup_still_drill_exact(pgbr_ws):
     assert m["fingerprints"]["public.patients"]["rows"] > 3000
 
 
-def test_commit_in_wal_but_invisible_to_the_snapshot_moves_the_recovery_target(pgbr_ws, monkeypatch):
-    """A transaction waiting for a synchronous standby has its commit record in WAL (and is committed in
-    pg_xact) but is still invisible to snapshots: recovered to the snapshot's WAL position, the copy would
-    hold its row. The backup reads the WAL and stops replay before that commit record; the drill passes,
-    exactly, and the row is not in the copy."""
+@contextlib.contextmanager
+def held_commit(c, db: str):
+    """One INSERT into ``db``'s patients ('stuck in sync rep') whose commit record is in WAL (and committed in
+    pg_xact) but that stays invisible to snapshots while the block runs: it waits for a synchronous standby
+    ('nobody') that never comes. Released (committed, visible) on exit."""
     import threading
 
-    from backupkit.engines import pgbackrest_snapshot
-
-    ws, c = pgbr_ws, pgbr_ws.cluster
     stuck: dict = {}
-    real = pgbackrest_snapshot.snapshot_fingerprints
 
     def hold_a_commit():
-        conn = c.connect(ws.db_name)
+        conn = c.connect(db)
         stuck["conn"] = conn
         stuck["pid"] = conn.info.backend_pid
         with contextlib.suppress(psycopg.Error):  # cancelled at the end: "canceling wait for synchronous replication"
             conn.execute("INSERT INTO patients (name) VALUES ('stuck in sync rep')")
 
-    def with_a_held_commit(*args, **kwargs):
+    c.exec("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'", "SELECT pg_reload_conf()")
+    try:
         t = threading.Thread(target=hold_a_commit)
         t.start()
         stuck["thread"] = t
@@ -325,20 +322,40 @@ def test_commit_in_wal_but_invisible_to_the_snapshot_moves_the_recovery_target(p
             time.sleep(0.05)
         else:
             pytest.fail("the inserting session never waited for the synchronous standby")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pgbr_engine, "snapshot_fingerprints", with_a_held_commit)
-    c.exec("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'", "SELECT pg_reload_conf()")
-    try:
-        ctx = Context.load(ws.config)
-        out = backup_one(ctx, ctx.policy("his"), copy=False)
-        ctx.close()
+        yield
     finally:
         c.exec("postgres", "ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()")
         if "pid" in stuck:
             c.exec("postgres", f"SELECT pg_cancel_backend({stuck['pid']})")
             stuck["thread"].join()
             stuck["conn"].close()
+
+
+def test_commit_in_wal_but_invisible_to_the_snapshot_moves_the_recovery_target(pgbr_ws, monkeypatch):
+    """A transaction waiting for a synchronous standby has its commit record in WAL (and is committed in
+    pg_xact) but is still invisible to snapshots: recovered to the snapshot's WAL position, the copy would
+    hold its row. The backup reads the WAL and stops replay before that commit record; the drill passes,
+    exactly, and the row is not in the copy."""
+    from backupkit.engines import pgbackrest_snapshot
+
+    ws, c = pgbr_ws, pgbr_ws.cluster
+    real = pgbackrest_snapshot.snapshot_fingerprints
+    holding: list = []
+
+    def with_a_held_commit(*args, **kwargs):
+        cm = held_commit(c, ws.db_name)
+        cm.__enter__()
+        holding.append(cm)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pgbr_engine, "snapshot_fingerprints", with_a_held_commit)
+    try:
+        ctx = Context.load(ws.config)
+        out = backup_one(ctx, ctx.policy("his"), copy=False)
+        ctx.close()
+    finally:
+        for cm in holding:
+            cm.__exit__(None, None, None)
     assert out.ok, out.error
     con = _manifest(ws)["consistency"]
     assert con["exactness"] == "exact", con.get("approximate_because")
@@ -349,6 +366,35 @@ def test_commit_in_wal_but_invisible_to_the_snapshot_moves_the_recovery_target(p
     rec = json.loads(ws.ok("drill", "his", "--json").out)
     assert rec["verdict"] == "passed", rec["deviations"]
     assert _manifest(ws)["fingerprints"]["public.patients"]["rows"] == 3000
+
+
+def test_cross_proof_stops_before_a_commit_the_logical_snapshot_does_not_see(pgbr_ws):
+    """A logical backup taken while a commit record is in WAL but its transaction still invisible: replayed to
+    the logical snapshot's WAL position, the physical copy would hold that row and the cross-proof would fail a
+    correct backup. The drill reads the WAL, stops replay before that commit, and the cross-proof passes."""
+    ws, c = pgbr_ws, pgbr_ws.cluster
+    ws.ok("backup", "his", "--no-copy")
+    physical_id = ws.backups("his")[0].name
+    ws.edit_policy(lambda d: (d["source"].pop("mode"), d["source"].pop("pgbackrest")), system="his")
+    with held_commit(c, ws.db_name):
+        ws.ok("backup", "his", "--no-copy")  # logical, while the INSERT's commit record is in WAL, invisible
+    logical_id = next(p.name for p in ws.backups("his") if p.name != physical_id)
+    logical = json.loads((ws.repo / "his" / logical_id / "manifest.json").read_text())
+    assert logical["fingerprints"]["public.patients"]["rows"] == 3000  # the snapshot did not see it
+    assert c.scalar(ws.db_name, "SELECT count(*) FROM patients WHERE name = 'stuck in sync rep'") == 1  # committed
+    c.pgbackrest("check")  # switch and archive the WAL holding the logical snapshot's LSN
+    ws.edit_policy(lambda d: d["source"].update(mode="pgbackrest", pgbackrest={
+        **c.source(ws.db_name)["pgbackrest"], "cross_proof": True}), system="his")
+
+    r = ws.run("drill", "his", "--backup", physical_id, "--json")
+    rec = json.loads(r.out)
+    (check,) = [k for k in rec["checks"] if k["name"].startswith("cross-proof")]
+    assert r.code == 0 and check["status"] == "passed", check
+    data = check["data"]
+    assert data["lsn"] == logical["consistency"]["lsn"]
+    assert lsn_int(data["target_lsn"]) < lsn_int(data["lsn"]), data
+    assert "before the WAL position but after the snapshot" in data["recovery_target"], data
+    assert f"recovered to LSN {data['target_lsn']}, before the logical snapshot's LSN {data['lsn']}" in check["detail"]
 
 
 def test_encrypted_repository_drills_with_the_cipher_pass_file_and_never_shows_it(workspace, pgbr_cluster_encrypted):

@@ -78,7 +78,10 @@ def run_cross_proof(ctx, policy, engine, scratch, manifest: dict, checks: list[d
         checks.append({"name": name, "status": "failed", "proves_data": True, "detail": str(e)})
         return
     failed = [r for r in results if r["status"] != "passed"]
-    detail = (f"physical backup recovered to LSN {lsn} (the logical backup's snapshot): "
+    target = facts.get("target_lsn") or lsn
+    where = (f"LSN {lsn} (the logical backup's snapshot)" if target == lsn else
+             f"LSN {target}, before the logical snapshot's LSN {lsn} ({facts.get('recovery_target')})")
+    detail = (f"physical backup recovered to {where}: "
               + (f"{len(results)} entries equal to the logical manifest" if not failed else
                  "; ".join(r["detail"] for r in failed)[:2000]))
     if facts.get("wal_from_live_repository"):

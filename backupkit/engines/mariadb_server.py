@@ -4,12 +4,6 @@ data directory, ``mariadbd`` on a private Unix socket with networking off
 scheduler off, as the ``mysql`` OS user when we are root; then killed,
 removed, and proven gone.
 
-A fresh data directory is initialized by that same first start: ``--init-file`` runs the
-system-table SQL of mariadb-install-db (minus help tables and sys schema) before the server
-accepts any connection, under ``--skip-grant-tables`` (the grant tables do not exist yet), and
-ends with ``FLUSH PRIVILEGES``, which turns the privilege system on; startup checks that
-``@@skip_grant_tables`` is 0. One InnoDB start instead of two (bootstrap, then server).
-
 The server writes its pid to ``<datadir>/postmaster.pid`` and names the data
 directory on its command line, so ``backupkit cleanup`` (actions/cleanup.py)
 stops it after a killed drill exactly like a PostgreSQL scratch cluster.
@@ -31,7 +25,7 @@ from pathlib import Path
 
 from ..errors import JobFailed
 from . import kit
-from .mariadb_conn import Endpoint, connect, query
+from .mariadb_conn import Endpoint, connect
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +51,10 @@ EPHEMERAL_OPTIONS = [
 
 # What mariadb-install-db feeds ``mariadbd --bootstrap``, minus the help tables (2.4 MB of INSERTs) and
 # the sys schema (views over performance_schema, which is off): a throw-away server needs neither, and
-# leaving them out roughly halves the bootstrap. Same order and same header as the script. It runs as
-# the first start's ``--init-file`` (then FLUSH PRIVILEGES: INIT_TAIL), not in a separate bootstrap run.
+# leaving them out roughly halves the bootstrap. Same order and same header as the script.
 BOOTSTRAP_FILES = ("mysql_system_tables.sql", "mysql_performance_tables.sql", "mysql_system_tables_data.sql",
                    "maria_add_gis_sp_bootstrap.sql")
 BOOTSTRAP_HEADER = "create database if not exists mysql;\nuse mysql;\nSET @auth_root_socket=NULL;\n"
-INIT_TAIL = b"FLUSH PRIVILEGES;\n"  # loads the grant tables just created: the privilege system is on from here
-INIT_OPTIONS = ["--skip-grant-tables"]  # only until INIT_TAIL; no connection is accepted before the init file ran
 
 
 def bootstrap_sql(install: Path) -> bytes | None:
@@ -148,8 +139,7 @@ class EphemeralServer:
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C", "LANG": "C"}
         lctn = [f"--lower-case-table-names={self.lower_case_table_names}"] if self.lower_case_table_names else []
-        init: list[str] = []
-        if self.initialize and (init := self._init_file(install)):
+        if self.initialize and self._bootstrap(daemon, install, env, lctn):
             pass
         elif self.initialize:
             proc = subprocess.run([str(install.path), "--no-defaults", f"--datadir={self.datadir}",
@@ -167,13 +157,12 @@ class EphemeralServer:
             net = ["--bind-address=127.0.0.1", f"--port={self.port}"]
         argv = [str(daemon.path), "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
                 f"--pid-file={self.pidfile}", f"--log-error={self.logfile}", *net, *EPHEMERAL_OPTIONS, *lctn,
-                *init, *self.extra]
+                *self.extra]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True, **self._ids())
         self.pid = self.proc.pid
         deadline = time.monotonic() + timeout
         last = ""
-        grants_off = False
         while True:
             if self.proc.poll() is not None:
                 raise JobFailed(f"ephemeral MariaDB scratch: mariadbd exited (code {self.proc.returncode}) during "
@@ -182,8 +171,7 @@ class EphemeralServer:
                 conn = connect(Endpoint(socket=str(self.socket), user="root"), what="ephemeral MariaDB scratch",
                                pinned=False)
                 try:
-                    grants_off = bool(init) and str(query(conn, "SELECT @@skip_grant_tables")[0][0]) != "0"
-                    if self.tcp and not grants_off:  # the install made root@localhost only; --skip-name-resolve sees 127.0.0.1
+                    if self.tcp:  # the install made root@localhost only; --skip-name-resolve sees 127.0.0.1
                         with conn.cursor() as cur:
                             cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'")
                             cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
@@ -197,29 +185,28 @@ class EphemeralServer:
                 raise JobFailed(f"ephemeral MariaDB scratch did not accept connections within {timeout:.0f}s: "
                                 f"{last}; {self._log_tail()}")
             time.sleep(0.02)
-        if grants_off:
-            self.stop()
-            raise JobFailed("ephemeral MariaDB scratch: the privilege system is still off after the init file's "
-                            "FLUSH PRIVILEGES; not using this server")
         logger.info("ephemeral MariaDB started (pid %s, socket %s%s)", self.pid, self.socket,
                     f", port {self.port}" if self.tcp else "")
 
-    def _init_file(self, install: kit.Tool) -> list[str]:
-        """Write the system-table SQL (and INIT_TAIL) as a private init file for the first start; return the
-        server options that run it, or [] (nothing done) when the SQL files are not where expected."""
+    def _bootstrap(self, daemon: kit.Tool, install: kit.Tool, env: dict, lctn: list[str]) -> bool:
+        """Create the system tables with ``mariadbd --bootstrap`` as mariadb-install-db would, without
+        help tables and sys schema; False (nothing done) when the SQL files are not where expected."""
         sql = bootstrap_sql(install.path)
         if sql is None:
-            return []
+            return False
         self.datadir.mkdir(mode=0o700)
-        path = self.root / "init.sql"
-        kit.create_private_file(path, sql + INIT_TAIL)
         if self.run_as:
             pw = pwd.getpwnam(self.run_as)
-            for p in (self.datadir, path):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        self.bootstrapped = ("mariadbd --init-file at first start (system tables; no help tables, no sys schema; "
-                             "privilege system on: FLUSH PRIVILEGES, @@skip_grant_tables checked 0)")
-        return [*INIT_OPTIONS, f"--init-file={path}"]
+            os.chown(self.datadir, pw.pw_uid, pw.pw_gid)
+        proc = subprocess.run([str(daemon.path), "--no-defaults", "--bootstrap", f"--datadir={self.datadir}",
+                               "--log-warnings=0", "--enforce-storage-engine=", "--max-allowed-packet=8M",
+                               "--net-buffer-length=16K", "--skip-name-resolve", *EPHEMERAL_OPTIONS, *lctn],
+                              input=sql, capture_output=True, env=env, cwd="/", timeout=300, check=False, **self._ids())
+        if proc.returncode != 0:
+            raise JobFailed(f"ephemeral MariaDB scratch: {daemon.path.name} --bootstrap failed (exit {proc.returncode}): "
+                            f"{kit.tail_text((proc.stderr or proc.stdout).decode(errors='replace'))}")
+        self.bootstrapped = "mariadbd --bootstrap (system tables; no help tables, no sys schema)"
+        return True
 
     def stop(self) -> dict:
         """Kill the server (its data is thrown away), remove every file, return the verified proof."""

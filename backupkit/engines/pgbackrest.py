@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,11 +39,12 @@ from .pg_fingerprint import FORMAT as FINGERPRINT_FORMAT, KEY_FORMAT
 from .pgbackrest_cluster import RestoredCluster, chown_tree
 from .pgbackrest_plan import (archive_id, backup_facts, chain, expire_plan, lsn_int, new_backup, parse_segment, segment_of_lsn,
                               segment_name, segments_between, settings_message, settings_problems, stanza_info)
+from .pg_walcut import Snapshot, find_cut, lsn_text
 from .pgbackrest_repo import (Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
                               segment_files, unpack, wait_archived)
 from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
                                   snapshot_fingerprints, unlogged_keys)
-from .pgbackrest_walscan import WalScan
+from .pgbackrest_walscan import SCAN_BACK, WalScan, read_commits
 from .postgres import PgScratch, PostgresEngine
 
 logger = logging.getLogger(__name__)
@@ -451,6 +453,10 @@ class PgBackrestEngine(Engine):
         facts: dict[str, Any] = {"target_lsn": lsn}
         facts["wal_from_live_repository"], _ = self._wal_from_live(policy, pb, seg_size, first, what,
                                                                    upto=segment_of_lsn(tli, lsn, seg_size))
+        snap = (logical_manifest.get("consistency") or {}).get("txid_snapshot")
+        if snap:  # the logical snapshot placed in WAL, as a physical backup's own (pgbackrest_walscan)
+            lsn, facts["recovery_target"] = self._logical_cut(policy, first, pb, seg_size, tli, lsn, snap, what)
+            facts["target_lsn"] = lsn
         root = private_root(first.root.parent, first.run_as)
         sockdir = Path(tempfile.mkdtemp(prefix="bk-pgbr-"))
         chown_tree(sockdir, first.run_as)
@@ -481,6 +487,31 @@ class PgBackrestEngine(Engine):
         finally:
             facts["teardown"] = second.destroy()
         return fps, facts
+
+    def _logical_cut(self, policy, cluster: RestoredCluster, pb: dict, seg_size: int, tli: int, lsn: str,
+                     snap: str, what: str) -> tuple[str, str]:
+        """Where replay must stop to hold exactly a logical backup's snapshot ``snap`` (txid_snapshot) read
+        at WAL position ``lsn``: before the first commit record ahead of ``lsn`` that the snapshot does not
+        see (pg_walcut.find_cut over the private repository's WAL), else ``lsn``. (target, why). A wrong
+        target can only make the fingerprints differ, never make a wrong copy pass."""
+        tool = PgBackrest(bin=cluster.pgbackrest, stanza=cluster.stanza, config=cluster.conf, run_as=cluster.run_as,
+                          what=what)
+        at = parse_segment(segment_of_lsn(tli, lsn, seg_size), seg_size)[1]
+        first = max(parse_segment(pb["wal_segments"][0], seg_size)[1], at - SCAN_BACK)
+        segments = segments_between(segment_name(tli, first, seg_size), segment_name(tli, at, seg_size), seg_size)
+        try:  # pg_waldump of the backup's major version, beside the pg_ctl the restore found
+            commits, failed = read_commits(tool, cluster.bindir / "pg_waldump", segments, tli,
+                                           lsn_text(first * seg_size), lsn)
+        except (BackupkitError, OSError, ValueError, subprocess.SubprocessError) as e:
+            commits, failed = [], " ".join(str(e).split())
+        if failed:
+            return lsn, f"the logical snapshot's WAL position {lsn} (the WAL could not be read to place it: {failed})"
+        cut, why = find_cut(commits, Snapshot.parse(snap), lsn_int(lsn), set())
+        if cut is None:
+            return lsn, f"the logical snapshot's WAL position {lsn} ({why})"
+        if cut < lsn_int(pb["lsn_stop"]):  # recovery cannot stop before the backup is consistent
+            return lsn, f"the logical snapshot's WAL position {lsn} ({why}; but that is before the backup's end)"
+        return (lsn if cut == lsn_int(lsn) else lsn_text(cut)), why
 
     # ---- checks ----------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import psycopg
 from ..errors import BackupkitError
 from .kit import child_env, tail_text
 from .pg_cluster import find_tool as pg_find_tool
-from .pg_walcut import Snapshot, find_cut, lsn_text, parse_commits
+from .pg_walcut import Commit, Snapshot, find_cut, lsn_text, parse_commits
 from .pgbackrest_cluster import chown_tree
 from .pgbackrest_plan import lsn_int, parse_segment, segment_name, segment_of_lsn, segments_between
 from .pgbackrest_repo import PgBackrest, wait_archived
@@ -75,18 +75,28 @@ class WalScan:
         first = max(parse_segment(self.wal_start, self.seg_size)[1], at - SCAN_BACK)
         segments = segments_between(segment_name(tli, first, self.seg_size), end_seg, self.seg_size)
         waldump = pg_find_tool("pg_waldump", self.major, bin_dir=self.bin_dir)
-        with tempfile.TemporaryDirectory(prefix="bk-walscan-") as d:
-            chown_tree(Path(d), self.tool.run_as)
-            for seg in segments:
-                self.tool.run("archive-get", params=(seg, f"{d}/{seg}"), timeout=300)
-            proc = subprocess.run(
-                [str(waldump), "-p", d, "--rmgr=Transaction", "-t", str(tli), "-s", lsn_text(first * self.seg_size),
-                 "-e", end_lsn], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-                env=child_env(), check=False)
-        if proc.returncode != 0:
-            return None, f"pg_waldump failed (exit {proc.returncode}): {tail_text(proc.stderr) or 'no message'}"
-        cut, why = find_cut(parse_commits(proc.stdout), Snapshot.parse(snap), lsn_int(lsn), committed)
+        commits, failed = read_commits(self.tool, waldump, segments, tli, lsn_text(first * self.seg_size), end_lsn)
+        if failed:
+            return None, failed
+        cut, why = find_cut(commits, Snapshot.parse(snap), lsn_int(lsn), committed)
         logger.info("%s: WAL %s..%s read for the snapshot at %s: %s", self.what, segments[0], segments[-1], lsn, why)
         if cut is None:
             return None, why + note
         return (lsn if cut == lsn_int(lsn) else lsn_text(cut)), why
+
+
+def read_commits(tool: PgBackrest, waldump: Path, segments: list[str], tli: int, start: str, end: str
+                 ) -> tuple[list[Commit], str]:
+    """The commit records from ``start`` to ``end`` (LSNs) in ``segments``, fetched with ``tool``'s
+    ``archive-get`` into a private temporary directory and listed by ``pg_waldump --rmgr=Transaction``;
+    ([], why) when pg_waldump fails."""
+    with tempfile.TemporaryDirectory(prefix="bk-walscan-") as d:
+        chown_tree(Path(d), tool.run_as)
+        for seg in segments:
+            tool.run("archive-get", params=(seg, f"{d}/{seg}"), timeout=300)
+        proc = subprocess.run(
+            [str(waldump), "-p", d, "--rmgr=Transaction", "-t", str(tli), "-s", start, "-e", end],
+            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=child_env(), check=False)
+    if proc.returncode != 0:
+        return [], f"pg_waldump failed (exit {proc.returncode}): {tail_text(proc.stderr) or 'no message'}"
+    return parse_commits(proc.stdout), ""

@@ -183,7 +183,8 @@ class PostgresEngine(Engine):
     def _dump_data(self, conn, pg_dump: Path, src: Endpoint, env: dict, sink: DumpSink, mode: str, what: str,
                    in_recovery: bool):
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        lsn_fn = "pg_last_wal_replay_lsn()" if in_recovery else "pg_current_wal_lsn()"
+        # read after the snapshot: the insert position is past every commit record the snapshot sees
+        lsn_fn = "pg_last_wal_replay_lsn()" if in_recovery else "pg_current_wal_insert_lsn()"
         snapshot, lsn, xmin, at, txid_snapshot = conn.execute(
             f"SELECT pg_export_snapshot(), {lsn_fn}::text, txid_snapshot_xmin(txid_current_snapshot()), now(), "
             "txid_current_snapshot()::text").fetchone()
