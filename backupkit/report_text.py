@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .durations import format_duration
+from .records import DrillRecord
 
 
 def _console() -> Console:
@@ -18,7 +19,7 @@ def _console() -> Console:
 
 def print_drill(rec: dict) -> None:
     c = _console()
-    colour = "green" if rec["verdict"] == "passed" else "red"
+    colour = "green" if DrillRecord.model_validate(rec).passed else "red"
     c.print(f"drill {rec['drill_id']} of {rec['system']} backup {rec.get('backup_id', '?')} "
             f"({(rec.get('copy') or {}).get('location', '?')}): [{colour}]{rec['verdict'].upper()}[/{colour}]")
     t = Table("step", "seconds", "status", box=None, pad_edge=False)

@@ -20,6 +20,7 @@ from .context import Context
 from .due import CLOCK_SKEW_TOLERANCE, backup_due, counts_as_regular_drill, drill_due, in_future
 from .errors import BackupkitError
 from .policy import Policy
+from .records import DrillRecord
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _covered_until(ctx: Context, policy: Policy, now: datetime) -> datetime | No
 def drill_is_due(ctx: Context, policy: Policy, now: datetime | None = None) -> bool:
     now = now or datetime.now(timezone.utc)
     last = _last(ctx, policy, "drill", now,
-                 lambda r: counts_as_regular_drill(r.body) and r.body.get("verdict") == "passed")
+                 lambda r: counts_as_regular_drill(r.body) and DrillRecord.of(r).passed)
     return drill_due(last, policy.drill.every, now, CLOCK_SKEW_TOLERANCE)
 
 
