@@ -37,8 +37,10 @@ def print_drill(rec: dict) -> None:
                 f"({'met' if rto['met'] else 'MISSED'})")
     rpo = rec["rpo"]
     if rpo.get("age_seconds") is not None:
+        judged = ("not judged: this backup was chosen by ID, so it proves that it restores, not that it is recent"
+                  if rpo.get("judged") is False else "met" if rpo["met"] else "MISSED")
         c.print(f"recovery point {rpo['recovery_point']} is {format_duration(rpo['age_seconds'])} old vs RPO "
-                f"{format_duration(rpo['target_seconds'])} ({'met' if rpo['met'] else 'MISSED'})")
+                f"{format_duration(rpo['target_seconds'])} ({judged})")
     if rec.get("teardown"):
         c.print(f"teardown: {json.dumps(rec['teardown'], ensure_ascii=False)}")
 

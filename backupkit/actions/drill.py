@@ -281,7 +281,7 @@ def _drill_steps(ctx, policy, engine, tl: Timeline, record: dict, state: dict, w
                     tl.run("restore", engine.restore, policy=policy, scratch=scratch, source=source,
                            target_time=to_time.isoformat())
                 finally:  # what the engine learnt (WAL available, where replay stopped), also when recovery failed
-                    record["pitr"].update(scratch.info.get("pitr") or {})
+                    record["pitr"].update(scratch.info.pop("pitr", None) or {})  # once, not also under scratch
             tl.steps.insert(len(tl.steps) - 1, {"step": "decrypt_decompress", "seconds": round(source.decrypt_seconds, 3),
                                                 "status": "ok", "detail": "inside the restore step; overlaps it when streamed"})
             state["restored"] = True
