@@ -226,3 +226,31 @@ def test_ephemeral_server_bootstrap_and_install_db_fallback(tmp_path, monkeypatc
     finally:
         proof = server.stop()
     assert proof["datadir_exists"] is False and proof["server_pid_running"] is False
+
+
+def test_fixed_length_temporal_parts_equal_the_published_encoding(mdb_database):
+    """DATE, DATETIME(p) and TIMESTAMP(p) parts written with their constant length give the bytes of the
+    published CONCAT('V', LENGTH(x), ':', x), for edge values too (zero dates, year 0001 and 9999)."""
+    db = mdb_database("bk_fplen")
+    mdb_exec(db, "SET SESSION sql_mode = ''",
+             "CREATE TABLE d (id INT PRIMARY KEY, a DATE, b DATETIME, c DATETIME(1), e DATETIME(6), "
+             "f TIMESTAMP NULL, g TIMESTAMP(3) NULL, h TIMESTAMP(6) NULL)",
+             "INSERT INTO d VALUES (1, '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', "
+             "'0000-00-00 00:00:00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', '0000-00-00 00:00:00'), "
+             "(2, '0001-01-01', '0001-01-01 00:00:00', '2024-02-29 23:59:59.9', '9999-12-31 23:59:59.999999', "
+             "'1970-01-01 00:00:01', '2038-01-19 03:14:07.999', '2001-02-03 04:05:06.000007'), "
+             "(3, '2024-00-15', '2024-05-00 10:00:00', NULL, '1000-01-01 00:00:00', NULL, NULL, NULL)")
+    conn = _conns(db, 1)[0]
+    try:
+        cols = mfp.table_columns(conn, db)["d"]
+        lengths = mfp.fixed_lengths(conn, db)["d"]
+        assert lengths == {"a": 10, "b": 19, "c": 21, "e": 26, "f": 19, "g": 23, "h": 26}
+        for n, dt in cols[1:]:
+            rows = query(conn, f"SELECT {mfp.column_expr(n, dt)} = {mfp.column_expr(n, dt, lengths[n])}, "
+                               f"{mfp.column_expr(n, dt)} FROM d AS t ORDER BY id")
+            assert all(int(r[0]) == 1 for r in rows), (n, rows)
+        sums = [query(conn, mfp.table_sql("d", cols, "full", materialize=m, lengths=ln))[0]
+                for m in (False, True) for ln in (None, lengths)]
+        assert len({tuple(int(x) for x in s) for s in sums}) == 1
+    finally:
+        conn.close()

@@ -20,7 +20,8 @@ from backupkit.context import Context
 from backupkit.engines import pgbackrest as pgbr_engine
 from backupkit.engines.kit import proof_clean
 from backupkit.engines.pgbackrest_plan import lsn_int, segments_between, settings_problems
-from backupkit.errors import ConfigError
+from backupkit.engines.pgbackrest_repo import MemberFeed
+from backupkit.errors import ConfigError, JobFailed
 
 from fixtures.pgbackrest import his_on_cluster
 
@@ -144,15 +145,15 @@ def test_missing_wal_segment_fails_backup_and_drill_naming_it(pgbr_ws, monkeypat
     monkeypatch.undo()
 
     # A backup whose artifact lacks a segment (the packer was told to leave it out): the drill names it.
-    real_members = pgbr_engine.repo_members
+    real_files = pgbr_engine.segment_files
     dropped: list[str] = []
 
-    def members_without_one(repo, stanza, labels, arch, segments):
-        members, missing = real_members(repo, stanza, labels, arch, segments)
+    def files_without_one(directory, segments):
+        files, missing = real_files(directory, segments)
         dropped.append(segments[0])
-        return [(p, a) for p, a in members if segments[0] not in a], missing
+        return [f for f in files if not f.name.startswith(segments[0])], missing
 
-    monkeypatch.setattr(pgbr_engine, "repo_members", members_without_one)
+    monkeypatch.setattr(pgbr_engine, "segment_files", files_without_one)
     ctx = Context.load(ws.config)
     assert backup_one(ctx, ctx.policy("his"), copy=False).ok
     monkeypatch.undo()
@@ -161,6 +162,48 @@ def test_missing_wal_segment_fails_backup_and_drill_naming_it(pgbr_ws, monkeypat
     assert out.exit_code == 3
     assert dropped[0] in out.record["deviations"][0] or any(dropped[0] in (s.get("detail") or "") for s in out.record["timeline"])
     assert proof_clean(out.record["teardown"])
+
+
+def test_a_failure_while_the_set_is_packed_records_nothing_and_leaves_no_thread(pgbr_ws, monkeypatch):
+    """The backup set is packed, compressed and encrypted while the fingerprints are taken: when they fail,
+    the packing stops, nothing is committed or recorded as good, and no packing thread is left behind."""
+    import threading
+
+    ws = pgbr_ws
+    started: list[bool] = []
+
+    def fail_after_packing_started(*args, **kwargs):
+        started.append(any(t.name == "pgbackrest-stream" and t.is_alive() for t in threading.enumerate()))
+        raise JobFailed("policy his: the fingerprint snapshot failed (test)")
+
+    monkeypatch.setattr(pgbr_engine, "snapshot_fingerprints", fail_after_packing_started)
+    ctx = Context.load(ws.config)
+    out = backup_one(ctx, ctx.policy("his"), copy=False)
+    ctx.close()
+    assert started == [True]  # it was packing while the fingerprints ran
+    assert not out.ok and "the fingerprint snapshot failed (test)" in str(out.error)
+    assert not ws.backups("his")
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("pgbackrest-")]
+    assert not [b for _, _, _, b in ws.ledger_rows("backup")]
+
+
+def test_member_feed_packs_the_set_then_the_wal_or_stops_at_the_next_file():
+    a, b, w = (Path("a"), "repo/a"), (Path("b"), "repo/b"), (Path("w"), "repo/w")
+    feed = MemberFeed([a, b])
+    it = iter(feed)
+    assert next(it) == a and next(it) == b
+    feed.finish([w])
+    assert list(it) == [w]
+    feed = MemberFeed([a, b])
+    it = iter(feed)
+    assert next(it) == a
+    feed.cancel("stopped (test)")
+    with pytest.raises(JobFailed, match="stopped"):
+        next(it)  # at the next file, before the rest of the set
+    feed = MemberFeed([])
+    feed.cancel()
+    with pytest.raises(JobFailed, match="before its WAL was known"):
+        list(feed)
 
 
 def test_corrupted_repository_file_fails_the_drill(pgbr_ws, monkeypatch):

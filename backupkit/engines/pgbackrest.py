@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from .pgbackrest_cluster import RestoredCluster, chown_tree
 from .pgbackrest_plan import (archive_id, backup_facts, chain, expire_plan, lsn_int, new_backup, parse_segment, segment_of_lsn,
                               segment_name, segments_between, settings_message, settings_problems, stanza_info)
 from .pg_walcut import Snapshot, find_cut, lsn_text
-from .pgbackrest_repo import (Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
+from .pgbackrest_repo import (TAR_ROOT, MemberFeed, Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
                               segment_files, unpack, wait_archived)
 from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
                                   snapshot_fingerprints, unlogged_keys)
@@ -57,6 +58,40 @@ def _ended_before_target(cluster: RestoredCluster) -> bool:
     with contextlib.suppress(OSError):
         return "recovery ended before configured recovery target was reached" in cluster.logfile.read_text(errors="replace")
     return False
+
+
+class _Packing:
+    """The backup set streamed into ``sink`` by a thread (``sink.write_stream`` of the Packer's pipe)
+    while the dump goes on; ``result`` joins it, ``abandon`` stops it after a failure."""
+
+    def __init__(self, sink: DumpSink, packer: Packer):
+        self.packer = packer
+        self.info = self.error = None
+        self.t0 = time.monotonic()
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._write, args=(sink,), name="pgbackrest-stream", daemon=True)
+        self.thread.start()
+
+    def _write(self, sink: DumpSink) -> None:
+        try:
+            self.info = sink.write_stream("data", self.packer.reader)
+        except BaseException as e:  # re-raised by result() in the dump's thread
+            self.error = e
+            with contextlib.suppress(OSError):
+                self.packer.reader.close()  # the packer's next write fails instead of blocking
+        self.seconds = time.monotonic() - self.t0
+
+    def result(self, what: str):
+        """(stream info, members packed, seconds): after the last member; the sink's or the packer's error."""
+        self.thread.join()
+        if self.error is not None:
+            self.packer.thread.join(timeout=30)
+            raise self.error
+        return self.info, self.packer.finish(what), self.seconds
+
+    def abandon(self) -> None:
+        self.thread.join()  # the cancelled feed ends the tar, so the sink sees its end
+        self.packer.thread.join(timeout=30)
 
 
 @dataclass
@@ -133,35 +168,39 @@ class PgBackrestEngine(Engine):
             facts_pb = backup_facts(backup, labels)
             arch = archive_id(stanza, backup)
             archive_dir = repo / "archive" / cfg.stanza / arch
-            scan = WalScan(tool=tool, check=check, archive_dir=archive_dir, seg_size=facts["wal_segment_size"],
-                           wal_start=facts_pb["wal_start"], major=facts["server_major"],
-                           bin_dir=(policy.source.options or {}).get("bin_dir"), what=what)
-            consistency, fps = snapshot_fingerprints(conn, check, policy.drill.fingerprint, what, resolve=scan,
-                                                     floor=floor)
-            (last_seg,) = check.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            # Pack, compress and encrypt the backup set while the fingerprints are taken; its WAL follows
+            # once the snapshot is placed and the last segment archived (same tar order as packed at the end).
+            feed = MemberFeed(repo_members(repo, cfg.stanza, labels, arch, [])[0])
+            packing = _Packing(sink, Packer(feed).start())
+            try:
+                scan = WalScan(tool=tool, check=check, archive_dir=archive_dir, seg_size=facts["wal_segment_size"],
+                               wal_start=facts_pb["wal_start"], major=facts["server_major"],
+                               bin_dir=(policy.source.options or {}).get("bin_dir"), what=what)
+                consistency, fps = snapshot_fingerprints(conn, check, policy.drill.fingerprint, what, resolve=scan,
+                                                         floor=floor)
+                (last_seg,) = check.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+                try:
+                    segments = segments_between(facts_pb["wal_start"], last_seg, facts["wal_segment_size"])
+                except ValueError as e:
+                    raise JobFailed(f"{what}: {e}") from None
+                wait_archived(archive_dir, segments[-1], what, ARCHIVE_WAIT)
+                wal, missing = segment_files(archive_dir, segments)
+                if missing:
+                    raise JobFailed(f"{what}: WAL segment {missing[0]} is missing from the pgBackRest archive "
+                                    f"{archive_dir} ({len(missing)} of {len(segments)} segments needed from "
+                                    f"{segments[0]} to {segments[-1]}); the backup cannot be recovered; check "
+                                    "archive_command and run 'pgbackrest check'")
+                feed.finish([(f, f"{TAR_ROOT}/archive/{cfg.stanza}/{arch}/{f.parent.name}/{f.name}") for f in wal])
+            except BaseException:
+                feed.cancel()
+                packing.abandon()
+                raise
         finally:
             for c in (conn, check):
                 with contextlib.suppress(Exception):
                     c.close()
-        try:
-            segments = segments_between(facts_pb["wal_start"], last_seg, facts["wal_segment_size"])
-        except ValueError as e:
-            raise JobFailed(f"{what}: {e}") from None
-        wait_archived(archive_dir, segments[-1], what, ARCHIVE_WAIT)
-        members, missing = repo_members(repo, cfg.stanza, labels, arch, segments)
-        if missing:
-            raise JobFailed(f"{what}: WAL segment {missing[0]} is missing from the pgBackRest archive {archive_dir} "
-                            f"({len(missing)} of {len(segments)} segments needed from {segments[0]} to {segments[-1]}); "
-                            "the backup cannot be recovered; check archive_command and run 'pgbackrest check'")
         manifest_file = repo / "backup" / cfg.stanza / backup["label"] / "backup.manifest"
-        packer = Packer(members).start()
-        t1 = time.monotonic()
-        try:
-            info = sink.write_stream("data", packer.reader)
-        except BaseException:
-            packer.abort()
-            raise
-        count = packer.finish(what)
+        info, count, stream_seconds = packing.result(what)
         details = {
             **facts, "mode": "pgbackrest", "fingerprint_mode": policy.drill.fingerprint,
             "fingerprint_format": FINGERPRINT_FORMAT, "fingerprint_keys": KEY_FORMAT,
@@ -170,7 +209,7 @@ class PgBackrestEngine(Engine):
                            "manifest_bytes": manifest_file.stat().st_size,
                            "wal_segments": [segments[0], segments[-1]], "wal_count": len(segments),
                            "tar_members": count, "backup_seconds": round(backup_seconds, 3),
-                           "stream_seconds": round(time.monotonic() - t1, 3), "repo_cipher": repo_cipher(cfg, cfg.repo)},
+                           "stream_seconds": round(stream_seconds, 3), "repo_cipher": repo_cipher(cfg, cfg.repo)},
             "content_bytes": info.content_bytes,
         }
         consistency.update(backup_label=backup["label"], backup_lsn_start=facts_pb["lsn_start"],

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import logging
 import os
 import pwd
+import queue
 import re
 import subprocess
 import tarfile
@@ -23,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed, VerificationFailed
 from .kit import find_tool, run_as_argv, set_pipe_size, tail_text
@@ -193,10 +195,40 @@ def repo_members(repo: Path, stanza: str, labels: list[str], archive_id: str,
     return members, missing
 
 
-class Packer:
-    """A tar of ``members`` written by a thread into a pipe; ``reader`` is the pipe's read end."""
+class MemberFeed:
+    """Tar members known in two parts: ``first`` at once (the backup set), the rest later (the WAL,
+    known only after the fingerprint snapshot): iterating yields ``first``, then blocks until
+    ``finish(rest)`` (or raises what ``cancel`` was given), so packing can start before the rest is known."""
 
-    def __init__(self, members: list[tuple[Path, str]]):
+    def __init__(self, first: list[tuple[Path, str]]):
+        self.first = first
+        self._rest: queue.Queue = queue.Queue(maxsize=1)
+        self._cancelled: BaseException | None = None
+
+    def __iter__(self) -> Iterator[tuple[Path, str]]:
+        for member in self.first:
+            if self._cancelled is not None:  # stop at the next file, not after the whole set
+                raise self._cancelled
+            yield member
+        rest = self._rest.get()
+        if isinstance(rest, BaseException):
+            raise rest
+        yield from rest
+
+    def finish(self, rest: list[tuple[Path, str]]) -> None:
+        self._rest.put_nowait(rest)
+
+    def cancel(self, why: str = "the backup stopped before its WAL was known") -> None:
+        self._cancelled = JobFailed(why)
+        with contextlib.suppress(queue.Full):
+            self._rest.put_nowait(self._cancelled)
+
+
+class Packer:
+    """A tar of ``members`` (a list, or a MemberFeed) written by a thread into a pipe; ``reader`` is the
+    pipe's read end."""
+
+    def __init__(self, members: Iterable[tuple[Path, str]]):
         self.members = members
         r, w = os.pipe()
         self.reader = os.fdopen(r, "rb", buffering=0)
