@@ -42,6 +42,7 @@ _CLOCK_STATUS = [f"tests/test_clock.py::{t}" for t in (
 # test_head_line_round_trip_and_forgery "forges" a line with line[:-1] + "0", which is the genuine line whenever
 # the random key's signature ends in 0 (1 run in 16): deselected so a mutant is never "killed" by chance;
 # tests/test_units_anchor.py covers parse_head forgery deterministically.
+_PITR_RULE = "tests/test_pgbackrest_pitr.py::test_a_pitr_drill_never_stands_in_for_the_regular_drill"
 _HISTORY = ["tests/test_history.py", "--deselect", "tests/test_history.py::test_head_line_round_trip_and_forgery"]
 
 # module -> the tests that must kill its mutants: pure unit tests only (no CLI runs), each run well under 5 s
@@ -54,12 +55,12 @@ MODULES: dict[str, list[str]] = {
     "backupkit/retention.py": ["tests/test_decisions.py", *_HISTORY, "tests/test_units_retention.py"],
     "backupkit/due.py": ["tests/test_decisions.py", "tests/test_units_due.py", *_CLOCK_DUE],
     "backupkit/durations.py": ["tests/test_decisions.py", "tests/test_units_durations.py"],
-    "backupkit/history.py": [*_HISTORY, "tests/test_units_history.py"],
+    "backupkit/history.py": [*_HISTORY, "tests/test_units_history.py", _PITR_RULE],
     "backupkit/anchor.py": [*_HISTORY, "tests/test_units_anchor.py"],
     "backupkit/ledger.py": [*_HISTORY, "tests/test_ledger_units.py"],
     "backupkit/manifest.py": ["tests/test_manifest_units.py"],
     "backupkit/evidence/verify.py": ["tests/test_units_evidence_verify.py"],
-    "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS],
+    "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS, _PITR_RULE],
     "backupkit/engines/pg_walcut.py": ["tests/test_pg_walcut.py"],
     "backupkit/records.py": ["tests/test_units_records.py", "tests/test_units_history.py", "tests/test_units_status.py"],
 }

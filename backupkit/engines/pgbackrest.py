@@ -41,7 +41,7 @@ from .pgbackrest_cluster import RestoredCluster, chown_tree
 from .pgbackrest_plan import (archive_id, backup_facts, chain, expire_plan, lsn_int, new_backup, parse_segment, segment_of_lsn,
                               segment_name, segments_between, settings_message, settings_problems, stanza_info)
 from .pg_walcut import Snapshot, find_cut, lsn_text
-from .pgbackrest_repo import (TAR_ROOT, MemberFeed, Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
+from .pgbackrest_repo import (ARCHIVE_WAIT, TAR_ROOT, MemberFeed, Packer, PgBackrest, find_pgbackrest, repo_cipher, repo_members, repo_owner, repo_path,
                               segment_files, unpack, wait_archived)
 from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
                                   snapshot_fingerprints, unlogged_keys)
@@ -49,8 +49,6 @@ from .pgbackrest_walscan import SCAN_BACK, WalScan, read_commits
 from .postgres import PgScratch, PostgresEngine
 
 logger = logging.getLogger(__name__)
-
-ARCHIVE_WAIT = 120.0  # seconds to wait for the segment holding the consistency point to reach the repository
 
 
 def _ended_before_target(cluster: RestoredCluster) -> bool:

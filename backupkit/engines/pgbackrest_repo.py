@@ -160,7 +160,10 @@ def segment_files(archive_dir: Path, segments: list[str]) -> tuple[list[Path], l
     return found, missing
 
 
-def wait_archived(archive_dir: Path, segment: str, what: str, timeout: float = 120.0) -> None:
+ARCHIVE_WAIT = 120.0  # seconds to wait for a switched WAL segment to reach the repository
+
+
+def wait_archived(archive_dir: Path, segment: str, what: str, timeout: float = ARCHIVE_WAIT) -> None:
     """Wait until ``segment`` is in the repository's archive (JobFailed naming it after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while not segment_files(archive_dir, [segment])[0]:

@@ -70,9 +70,9 @@ class WalScan:
         end_lsn, end_seg = self.check.execute(
             "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
         wait_archived(self.archive_dir, end_seg, self.what)
-        tli, at = parse_segment(segment_of_lsn(parse_segment(self.wal_start, self.seg_size)[0], lsn, self.seg_size),
-                                self.seg_size)
-        first = max(parse_segment(self.wal_start, self.seg_size)[1], at - SCAN_BACK)
+        start_tli, start_no = parse_segment(self.wal_start, self.seg_size)
+        tli, at = parse_segment(segment_of_lsn(start_tli, lsn, self.seg_size), self.seg_size)
+        first = max(start_no, at - SCAN_BACK)
         segments = segments_between(segment_name(tli, first, self.seg_size), end_seg, self.seg_size)
         waldump = pg_find_tool("pg_waldump", self.major, bin_dir=self.bin_dir)
         commits, failed = read_commits(self.tool, waldump, segments, tli, lsn_text(first * self.seg_size), end_lsn)
