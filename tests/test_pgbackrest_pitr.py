@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.actions.drill import PITR_NO_FINGERPRINTS, parse_to_time, pitr_base
+from backupkit.actions.drill import PITR_NO_FINGERPRINTS, parse_to_time, pitr_base, pitr_reached
 from backupkit.actions.status import assess
 from backupkit.due import counts_as_regular_drill
 from backupkit.engines import pitr_refusal
@@ -95,6 +95,9 @@ def test_pitr_drill_recovers_to_the_time_and_the_assertions_prove_it(pitr_ws):
 
     names = {ch["name"]: ch for ch in rec["checks"]}
     assert not [n for n in names if n.startswith("fingerprint")]  # no fingerprints compared
+    reached = names["recovery to --to-time"]
+    assert reached["status"] == "passed" and reached["proves_data"] is False, reached
+    assert "replay stopped before the commit of transaction" in reached["detail"]
     assert {"pg_checksums", "amcheck"} <= {n for n, ch in names.items() if ch["status"] == "passed"}
     for a in ("rows A present", "rows B present", "rows C absent"):
         assert names[f"assertion {a}"]["status"] == "passed" and names[f"assertion {a}"]["proves_data"] is True
@@ -232,3 +235,20 @@ def test_pitr_base_choice_and_time_parsing():
     why = pitr_refusal("postgres", SimpleNamespace(mode="logical"))
     assert "mode logical" in why and "engine: postgres + source.mode: pgbackrest" in why
     assert pitr_refusal("sqlite", SimpleNamespace(mode=None))
+
+
+def test_pitr_reached_reads_where_the_server_stopped():
+    t = parse_to_time("2026-11-28T06:10:00+08:00")
+    line = "recovery stopping before commit of transaction 7361, time 2026-11-28 06:10:00.5+08"
+    ok = pitr_reached(line, t)
+    assert ok["status"] == "passed" and "transaction 7361 at 2026-11-28T06:10:00.500000+08:00" in ok["detail"]
+    assert pitr_reached(line.replace("06:10:00.5+08", "06:10:00+08"), t)["status"] == "passed"  # at T: stops before
+    assert pitr_reached(line.replace("commit", "abort"), t)["status"] == "passed"
+    assert pitr_reached(line.replace("+08", "+05:30"), t)["status"] == "passed"  # 00:40 UTC, after 22:10 UTC
+    early = pitr_reached(line.replace("06:10:00.5+08", "06:09:59.9+08"), t)
+    assert early["status"] == "failed" and "the copy is not at --to-time" in early["detail"]
+    for stopped in (None, "recovery stopping before WAL location (LSN) \"0/5C000028\"",
+                    "recovery stopping before commit of transaction 7, time not-a-time",
+                    "recovery stopping before commit of transaction 7, time 2026-11-28 06:10:00.5"):
+        bad = pitr_reached(stopped, t)
+        assert bad["status"] == "failed" and "did not say where recovery stopped" in bad["detail"], stopped

@@ -17,7 +17,9 @@ the policy's assertions (which then prove the data) decide; the record has ``mod
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import secrets
 import signal
 import time
@@ -315,7 +317,33 @@ def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict],
     checks += run_assertions(engine, scratch, policy, _backup_time(manifest))
 
 
+_STOP_RE = re.compile(r"recovery stopping before (commit|abort) of transaction (\d+), time (.+?)\s*$")
+
+
+def pitr_reached(stopped: str | None, to_time: datetime) -> dict:
+    """The check that replay went as far as ``to_time`` and no further: the server's own line says it
+    stopped before the first commit (or abort) whose time is at or after ``to_time`` (exclusive target)."""
+    name = "recovery to --to-time"
+    m = _STOP_RE.search(stopped or "")
+    when = None
+    if m:
+        with contextlib.suppress(ValueError):
+            # PostgreSQL prints "2026-11-28 06:10:00.123456+08" (the offset's minutes only when not zero)
+            when = datetime.fromisoformat(re.sub(r"([+-]\d\d)$", r"\1:00", m.group(3).replace(" ", "T", 1)))
+    if when is None or when.tzinfo is None:
+        return {"name": name, "status": "failed", "proves_data": False,
+                "detail": f"the restored server did not say where recovery stopped before a transaction at or after "
+                          f"{to_time.isoformat()} (its line: {stopped or 'none'})"}
+    ok = when >= to_time
+    return {"name": name, "status": "passed" if ok else "failed", "proves_data": False,
+            "detail": (f"replay stopped before the {m.group(1)} of transaction {m.group(2)} at {when.isoformat()}, "
+                       f"the first at or after {to_time.isoformat()}" if ok else
+                       f"replay stopped before the {m.group(1)} of transaction {m.group(2)} at {when.isoformat()}, "
+                       f"which is before {to_time.isoformat()}: the copy is not at --to-time")}
+
+
 def _pitr_checks(engine, scratch, policy: Policy, to_time: datetime, checks: list[dict]) -> None:
-    # no fingerprints (PITR_NO_FINGERPRINTS): integrity, then the assertions, which prove the data
+    # no fingerprints (PITR_NO_FINGERPRINTS): where replay stopped, integrity, then the assertions, which prove the data
+    checks.append(pitr_reached((scratch.info.get("recovery") or {}).get("stopped"), to_time))
     checks += [c.__dict__ for c in engine.integrity_check(scratch=scratch)]
     checks += run_assertions(engine, scratch, policy, to_time, proves_data=True)
