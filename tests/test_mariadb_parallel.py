@@ -254,3 +254,41 @@ def test_fixed_length_temporal_parts_equal_the_published_encoding(mdb_database):
         assert len({tuple(int(x) for x in s) for s in sums}) == 1
     finally:
         conn.close()
+
+
+def test_connections_share_one_tls_context_and_still_use_tls_when_offered(tmp_path):
+    """PyMySQL's default "preferred" TLS still negotiates TLS with a server that offers it, through the one
+    context shared by every connection of the process; a server without TLS works as before."""
+    import os
+    import pwd
+    import subprocess
+
+    from backupkit.engines import mariadb_conn
+
+    server = mariadb_server.new_server(tmp_path / "w", tcp=True)
+    cert, key = server.root / "cert.pem", server.root / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=scratch",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    if server.run_as:
+        pw = pwd.getpwnam(server.run_as)
+        for p in (cert, key):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    server.extra = [f"--ssl-cert={cert}", f"--ssl-key={key}"]
+    server.start()
+    try:
+        ctxs = []
+        for _ in range(2):
+            conn = connect(server.endpoint(), what="test", pinned=False)
+            try:
+                assert query(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[0][1]  # TLS negotiated
+                ctxs.append(conn.ctx)
+            finally:
+                conn.close()
+        assert ctxs[0] is ctxs[1] and isinstance(ctxs[0], mariadb_conn._SharedTlsContext)
+        plain = connect(Endpoint(host=MDB_HOST, port=MDB_PORT, user="root"), what="test", pinned=False)
+        try:
+            assert plain.ctx is ctxs[0] and query(plain, "SELECT 1") == [(1,)]
+        finally:
+            plain.close()
+    finally:
+        server.stop()

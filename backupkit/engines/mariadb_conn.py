@@ -222,24 +222,41 @@ def _pymysql():
 _CONNECTION_CLASS: list = []  # built once: PyMySQL is imported lazily
 
 
+class _SharedTlsContext:
+    """Stands in for the TLS context of PyMySQL's default "preferred" mode (TLS when the server offers
+    it). PyMySQL builds that context for every connection, loading the system CA store (about 20 ms),
+    though it only uses it (``wrap_socket``) when the server offers TLS. This builds it on first use,
+    once per process, with PyMySQL's own code and settings, and shares it (SSLContext objects may be
+    shared). A server without TLS (the ephemeral scratch) never costs it."""
+
+    def __init__(self, build):
+        self._build = build
+        self._ctx = None
+        self._lock = threading.Lock()
+
+    def _context(self):
+        with self._lock:
+            if self._ctx is None:
+                self._ctx = self._build()
+            return self._ctx
+
+    def __getattr__(self, name: str):
+        return getattr(self._context(), name)
+
+
 def _connection_class():
-    """PyMySQL's Connection, building the TLS context of its default "preferred" mode (TLS when the
-    server offers it) once per process instead of once per connection: creating it loads the system CA
-    store, about 20 ms, and a drill connects a dozen times. The context is the one PyMySQL builds
-    (same verification settings, same preferred mode), shared as SSLContext objects may be."""
+    """PyMySQL's Connection with the shared "preferred"-mode TLS context (``_SharedTlsContext``)."""
     if not _CONNECTION_CLASS:
         base = _pymysql().connections.Connection
-        cache: dict = {}
-        lock = threading.Lock()
+        shared: list = []
 
         class Connection(base):
             def _create_ssl_ctx(self, sslp):
                 if sslp != {}:  # explicit TLS settings: built as PyMySQL always does
                     return super()._create_ssl_ctx(sslp)
-                with lock:
-                    if "ctx" not in cache:
-                        cache["ctx"] = super()._create_ssl_ctx({})
-                    return cache["ctx"]
+                if not shared:
+                    shared.append(_SharedTlsContext(lambda: base._create_ssl_ctx(self, {})))
+                return shared[0]
 
         _CONNECTION_CLASS.append(Connection)
     return _CONNECTION_CLASS[0]

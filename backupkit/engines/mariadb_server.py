@@ -214,6 +214,11 @@ class EphemeralServer:
         if pid is None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pid = int(self.pidfile.read_text().split()[0])
+        if self.proc is not None and self.proc.poll() is None:  # our child: reap it at once, no polling
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
         kit.stop_process(pid, steps=((signal.SIGKILL, 10.0),), proc=self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
         if self.socket is not None and self.root not in self.socket.parents:
