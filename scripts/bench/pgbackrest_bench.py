@@ -75,6 +75,19 @@ def _config(c, work: Path) -> Path:
     return home / "backupkit.yaml"
 
 
+def _backup_steps(work: Path) -> str:
+    """The newest physical backup's own timings (pgbackrest backup, fingerprints, packing), for the round's log."""
+    import json
+    from datetime import datetime
+
+    (latest,) = sorted((work / "repo" / "phys").iterdir())[-1:]
+    m = json.loads((latest / "manifest.json").read_text())
+    pb, con = m["details"]["pgbackrest"], m["consistency"]
+    total = (datetime.fromisoformat(m["finished"]) - datetime.fromisoformat(m["started"])).total_seconds()
+    return (f"    backup: dump {total:.2f}s = pgbackrest backup {pb['backup_seconds']:.2f}s + fingerprints "
+            f"{con.get('fingerprint_seconds', 0):.2f}s (beside packing {pb['stream_seconds']:.2f}s) + checks, WAL switch")
+
+
 def _size_ratio(work: Path, c) -> float:
     """The newest physical backup's artifact bytes ÷ pgBackRest's bytes for it (repo-size + its archived WAL)."""
     import json
@@ -173,7 +186,8 @@ def measure(rows: int, repeat: int) -> dict[str, list[float]]:
             out["drill"].append(t_dr / t_rb)
             out["drill_vs_logical"].append(t_dr / t_lg)
             print(f"round {i + 1}: backup {t_bk:.2f}s / pgbackrest {t_pb:.2f}s; drill {t_dr:.2f}s / "
-                  f"restore+recovery {t_rb:.2f}s; logical drill {t_lg:.2f}s\n{_drill_steps(drill_out[0])}",
+                  f"restore+recovery {t_rb:.2f}s; logical drill {t_lg:.2f}s\n{_backup_steps(Path(tmp))}\n"
+                  f"{_drill_steps(drill_out[0])}",
                   file=sys.stderr)
     return out
 
