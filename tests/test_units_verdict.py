@@ -179,3 +179,22 @@ def test_compare_fingerprints_every_key_sorted_with_full_checks():
 ])
 def test_age_ok(last, limit, want):
     assert age_ok(last, limit, T) is want
+
+
+def test_failed_fingerprints_of_an_approximate_backup_say_why_and_stay_failed():
+    from backupkit.actions.drill import note_approximate
+
+    def checks():
+        return [{"name": "fingerprint `legacy`", "status": "failed", "detail": "table `legacy`: rows 2 != 1"},
+                {"name": "fingerprint `orders`", "status": "passed", "detail": "equal"},
+                {"name": "amcheck", "status": "failed", "detail": "index broken"}]
+
+    approx = {"exactness": "approximate", "approximate_because": ["table legacy (MyISAM) is not transactional"]}
+    out = note_approximate(checks(), approx)
+    assert out[0]["status"] == "failed" and out[0]["approximate"] is True
+    assert out[0]["detail"].startswith("table `legacy`: rows 2 != 1 (the backup recorded its fingerprints as "
+                                       "approximate: table legacy (MyISAM) is not transactional;")
+    assert out[1] == checks()[1] and out[2] == checks()[2]  # passed fingerprints and other checks untouched
+    for exact in ({"exactness": "exact"}, {}, None, "approximate"):
+        assert note_approximate(checks(), exact) == checks()
+    assert "approximate: no reason recorded;" in note_approximate(checks(), {"exactness": "approximate"})[0]["detail"]

@@ -313,8 +313,23 @@ def _checks(engine, scratch, policy: Policy, manifest: dict, checks: list[dict],
     # sees what the other creates (PostgreSQL: the schema inventory before amcheck's extension exists).
     integrity, actual = restored_checks(engine, scratch, manifest, fp_key)
     checks += [c.__dict__ for c in integrity]
-    checks += compare_fingerprints(manifest["fingerprints"], actual)
+    checks += note_approximate(compare_fingerprints(manifest["fingerprints"], actual), manifest.get("consistency"))
     checks += run_assertions(engine, scratch, policy, _backup_time(manifest))
+
+
+def note_approximate(checks: list[dict], consistency) -> list[dict]:
+    """Failed fingerprint checks of a backup whose consistency is ``approximate`` say so, with the backup's
+    reasons: writes during the dump can explain the difference. They stay failed (nothing proves the copy
+    right); the operator learns the fix is a backup that can be proven exact, not a restore problem."""
+    if not isinstance(consistency, dict) or consistency.get("exactness") != "approximate":
+        return checks
+    why = "; ".join(str(w) for w in consistency.get("approximate_because") or []) or "no reason recorded"
+    for c in checks:
+        if c["name"].startswith("fingerprint ") and c["status"] == "failed":
+            c["detail"] += (f" (the backup recorded its fingerprints as approximate: {why}; writes during the dump can "
+                            "explain a difference, so fix what made it approximate and drill a new backup)")
+            c["approximate"] = True
+    return checks
 
 
 _STOP_RE = re.compile(r"recovery stopping before (commit|abort) of transaction (\d+), time (.+?)\s*$")
