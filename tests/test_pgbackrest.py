@@ -210,18 +210,26 @@ def test_corrupted_repository_file_fails_the_drill(pgbr_ws, monkeypatch):
     ws = pgbr_ws
     corrupted: list[Path] = []
 
-    def corrupt(archive_dir, segment):
-        backups = ws.cluster.repo / "backup" / "bk"
-        newest = sorted(p for p in backups.iterdir() if p.is_dir() and p.name[0].isdigit())[-1]
+    real_members = pgbr_engine.repo_members
+
+    def corrupt_then_list(repo, stanza, labels, arch, segments):
+        # right after pgbackrest backup, before backupkit packs the set (it packs while fingerprinting)
+        newest = repo / "backup" / stanza / labels[-1]
         f = max((p for p in (newest / "pg_data" / "base").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
         data = bytearray(f.read_bytes())
         for i in range(len(data) // 2, len(data) // 2 + 64):
             data[i] ^= 0xFF
         f.write_bytes(bytes(data))
         corrupted.append(f)
+        return real_members(repo, stanza, labels, arch, segments)
 
-    assert _backup_with_hook(ws, monkeypatch, corrupt).ok  # backupkit packs what pgBackRest stored
+    monkeypatch.setattr(pgbr_engine, "repo_members", corrupt_then_list)
+    ctx = Context.load(ws.config)
+    assert backup_one(ctx, ctx.policy("his"), copy=False).ok  # backupkit packs what pgBackRest stored
+    ctx.close()
     monkeypatch.undo()
+    verify = ws.cluster.pgbackrest("verify", "--output=text", check=False)  # pgBackRest's own check fails too
+    assert corrupted and "status: error" in verify.stdout and "checksum invalid: 1" in verify.stdout, verify
     ctx = Context.load(ws.config)
     out = run_drill(ctx, ctx.policy("his"))
     ctx.close()
