@@ -155,9 +155,11 @@ def _pitr_refusals(ctx: Context, policy: Policy, to_time: datetime, backup_id: s
 
 
 def _backup_time(manifest: dict) -> datetime:
-    t = manifest.get("consistency", {}).get("time") or manifest["started"]
-    d = datetime.fromisoformat(t)
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    """The verified manifest's consistency point (``_consistency_time``; a manifest has one)."""
+    t = _consistency_time(manifest)
+    if t is None:
+        raise VerificationFailed("the manifest has neither a consistency time nor a start time")
+    return t
 
 
 def run_drill(ctx: Context, policy: Policy, *, backup_id: str | None = None, from_target: str | None = None,

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator, Protocol, TypeVar
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -170,6 +174,28 @@ class Engine(RestoreTargetMixin, abc.ABC):
         may override this to overlap the two, as long as neither can see what the other creates."""
         checks = self.integrity_check(scratch=scratch)
         return checks, self.fingerprints(scratch=scratch, mode=mode, like=like)
+
+    def integrity_beside(self, scratch: Scratch, work: Callable[[], T], *, name: str) -> tuple[list[CheckResult], T]:
+        """``integrity_check`` on a thread of its own (``name``) while ``work()`` runs in this one: for a
+        ``check_restored`` that overlaps the two. ``work``'s error wins; else the integrity check's is raised."""
+        checks: list[CheckResult] = []
+        errors: list[BaseException] = []
+
+        def check() -> None:
+            try:
+                checks.extend(self.integrity_check(scratch=scratch))
+            except BaseException as e:  # re-raised below, in the caller's thread
+                errors.append(e)
+
+        worker = threading.Thread(target=check, name=name, daemon=True)
+        worker.start()
+        try:
+            out = work()
+        finally:
+            worker.join()
+        if errors:
+            raise errors[0]
+        return checks, out
 
     @abc.abstractmethod
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:

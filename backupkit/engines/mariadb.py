@@ -622,24 +622,8 @@ class MariadbEngine(Engine):
         """CHECK TABLE ... EXTENDED on its own connection beside the fingerprints. Neither sees what the
         other creates: CHECK TABLE changes no row and no definition the fingerprints read (rows, and
         information_schema fields other than check times), and nothing else writes to the restored copy."""
-        checks: list[CheckResult] = []
-        errors: list[BaseException] = []
-
-        def table_check() -> None:
-            try:
-                checks.extend(self.integrity_check(scratch=scratch))
-            except BaseException as e:  # re-raised below, in the drill's thread
-                errors.append(e)
-
-        worker = threading.Thread(target=table_check, name="mariadb-check-table", daemon=True)
-        worker.start()
-        try:
-            out = self.fingerprints(scratch=scratch, mode=mode, like=like)
-        finally:
-            worker.join()
-        if errors:
-            raise errors[0]
-        return checks, out
+        return self.integrity_beside(scratch, lambda: self.fingerprints(scratch=scratch, mode=mode, like=like),
+                                     name="mariadb-check-table")
 
     def fingerprints(self, *, scratch: Scratch, mode: str, like: dict | None = None) -> dict[str, dict[str, Any]]:
         """Fingerprints of the restored database, computed exactly as at dump time; in full mode over

@@ -45,17 +45,10 @@ from .pgbackrest_repo import (ARCHIVE_WAIT, TAR_ROOT, MemberFeed, Packer, PgBack
                               segment_files, unpack, wait_archived)
 from .pgbackrest_snapshot import (UNLOGGED_WHY, mark_unlogged, read_positions, sequence_positions,
                                   snapshot_fingerprints, unlogged_keys)
-from .pgbackrest_walscan import SCAN_BACK, WalScan, read_commits
+from .pgbackrest_walscan import WalScan, read_commits, scan_window
 from .postgres import PgScratch, PostgresEngine
 
 logger = logging.getLogger(__name__)
-
-
-def _ended_before_target(cluster: RestoredCluster) -> bool:
-    """The restored server's log says recovery ran out of WAL before its target (PostgreSQL then refuses to start)."""
-    with contextlib.suppress(OSError):
-        return "recovery ended before configured recovery target was reached" in cluster.logfile.read_text(errors="replace")
-    return False
 
 
 class _Packing:
@@ -355,8 +348,9 @@ class PgBackrestEngine(Engine):
         members = unpack(source, "data", cluster.root / "unpacked", what)
         unpack_seconds = time.monotonic() - t0
         seg_from, seg_to = pb["wal_segments"]
+        seg_size = int(details["wal_segment_size"])
         archive_dir = cluster.repo / "archive" / pb["stanza"] / pb["archive_id"]
-        _, missing = segment_files(archive_dir, segments_between(seg_from, seg_to, int(details["wal_segment_size"])))
+        _, missing = segment_files(archive_dir, segments_between(seg_from, seg_to, seg_size))
         if missing:
             raise VerificationFailed(f"{what}: WAL segment {missing[0]} is missing from the backup's data stream "
                                      f"({len(missing)} missing of the range {seg_from}..{seg_to} recorded at backup); "
@@ -364,7 +358,6 @@ class PgBackrestEngine(Engine):
         target = target_lsn or (None if target_time else manifest["consistency"]["lsn"])
         h.superuser = cluster.superuser = details.get("bootstrap_superuser") or "postgres"
         cluster.manifest_details = pb
-        seg_size = int(details["wal_segment_size"])
         live = last_available = None
         if target_time is not None:  # point in time: every WAL segment archived since, from the live repository
             live, last_available = self._wal_from_live(policy, pb, seg_size, cluster, what)
@@ -372,7 +365,7 @@ class PgBackrestEngine(Engine):
         try:
             pgbr_seconds, promote_seconds = self._recover(policy, cluster, pb["label"], target, target_time, what)
         except BackupkitError as e:
-            if target_time is None or not _ended_before_target(cluster):
+            if target_time is None or not cluster.ended_before_target():
                 raise
             raise VerificationFailed(
                 f"{what}: recovery ended before reaching --to-time {target_time}: the archived WAL ends with segment "
@@ -492,7 +485,7 @@ class PgBackrestEngine(Engine):
                                                                    upto=segment_of_lsn(tli, lsn, seg_size))
         snap = (logical_manifest.get("consistency") or {}).get("txid_snapshot")
         if snap:  # the logical snapshot placed in WAL, as a physical backup's own (pgbackrest_walscan)
-            lsn, facts["recovery_target"] = self._logical_cut(policy, first, pb, seg_size, tli, lsn, snap, what)
+            lsn, facts["recovery_target"] = self._logical_cut(first, pb, seg_size, lsn, snap, what)
             facts["target_lsn"] = lsn
         root = private_root(first.root.parent, first.run_as)
         sockdir = Path(tempfile.mkdtemp(prefix="bk-pgbr-"))
@@ -525,16 +518,16 @@ class PgBackrestEngine(Engine):
             facts["teardown"] = second.destroy()
         return fps, facts
 
-    def _logical_cut(self, policy, cluster: RestoredCluster, pb: dict, seg_size: int, tli: int, lsn: str,
-                     snap: str, what: str) -> tuple[str, str]:
+    @staticmethod
+    def _logical_cut(cluster: RestoredCluster, pb: dict, seg_size: int, lsn: str, snap: str,
+                     what: str) -> tuple[str, str]:
         """Where replay must stop to hold exactly a logical backup's snapshot ``snap`` (txid_snapshot) read
         at WAL position ``lsn``: before the first commit record ahead of ``lsn`` that the snapshot does not
         see (pg_walcut.find_cut over the private repository's WAL), else ``lsn``. (target, why). A wrong
         target can only make the fingerprints differ, never make a wrong copy pass."""
         tool = PgBackrest(bin=cluster.pgbackrest, stanza=cluster.stanza, config=cluster.conf, run_as=cluster.run_as,
                           what=what)
-        at = parse_segment(segment_of_lsn(tli, lsn, seg_size), seg_size)[1]
-        first = max(parse_segment(pb["wal_segments"][0], seg_size)[1], at - SCAN_BACK)
+        tli, first, at = scan_window(pb["wal_segments"][0], lsn, seg_size)
         segments = segments_between(segment_name(tli, first, seg_size), segment_name(tli, at, seg_size), seg_size)
         try:  # pg_waldump of the backup's major version, beside the pg_ctl the restore found
             commits, failed = read_commits(tool, cluster.bindir / "pg_waldump", segments, tli,

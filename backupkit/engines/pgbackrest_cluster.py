@@ -29,6 +29,7 @@ from .pgbackrest_repo import child_env
 
 logger = logging.getLogger(__name__)
 
+ENDED_BEFORE_TARGET = "recovery ended before configured recovery target was reached"  # PostgreSQL's FATAL line
 MISSING_WAL_RE = re.compile(r"unable to find ([0-9A-F]{24})")
 
 
@@ -172,13 +173,19 @@ class RestoredCluster:
             return tail_text(self.logfile.read_text(errors="replace"), limit)
         return ""
 
+    def ended_before_target(self) -> bool:
+        """The server's log says recovery ran out of WAL before its target (PostgreSQL then refuses to start)."""
+        with contextlib.suppress(OSError):
+            return ENDED_BEFORE_TARGET in self.logfile.read_text(errors="replace")
+        return False
+
     def failure(self, head: str) -> Exception:
         """The error for a recovery that did not complete: a missing WAL segment named when the log shows it."""
         log = ""
         with contextlib.suppress(OSError):
             log = self.logfile.read_text(errors="replace")
         missing = MISSING_WAL_RE.findall(log)
-        if "recovery ended before configured recovery target was reached" in log or missing:
+        if ENDED_BEFORE_TARGET in log or missing:
             seg = f"WAL segment {missing[-1]} is missing from the backup's archive; " if missing else ""
             return VerificationFailed(f"{self.what}: recovery did not reach its target: {seg}{head}: "
                                       f"{tail_text(log, 800)}")

@@ -70,9 +70,7 @@ class WalScan:
         end_lsn, end_seg = self.check.execute(
             "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
         wait_archived(self.archive_dir, end_seg, self.what)
-        start_tli, start_no = parse_segment(self.wal_start, self.seg_size)
-        tli, at = parse_segment(segment_of_lsn(start_tli, lsn, self.seg_size), self.seg_size)
-        first = max(start_no, at - SCAN_BACK)
+        tli, first, _ = scan_window(self.wal_start, lsn, self.seg_size)
         segments = segments_between(segment_name(tli, first, self.seg_size), end_seg, self.seg_size)
         waldump = pg_find_tool("pg_waldump", self.major, bin_dir=self.bin_dir)
         commits, failed = read_commits(self.tool, waldump, segments, tli, lsn_text(first * self.seg_size), end_lsn)
@@ -83,6 +81,15 @@ class WalScan:
         if cut is None:
             return None, why + note
         return (lsn if cut == lsn_int(lsn) else lsn_text(cut)), why
+
+
+def scan_window(first_available: str, lsn: str, seg_size: int) -> tuple[int, int, int]:
+    """Where to read commit records around ``lsn``: (timeline, first segment number, number of the segment
+    holding ``lsn``); SCAN_BACK segments before ``lsn``'s, never before ``first_available`` (whose
+    timeline it is)."""
+    tli, start_no = parse_segment(first_available, seg_size)
+    _, at = parse_segment(segment_of_lsn(tli, lsn, seg_size), seg_size)
+    return tli, max(start_no, at - SCAN_BACK), at
 
 
 def read_commits(tool: PgBackrest, waldump: Path, segments: list[str], tli: int, start: str, end: str

@@ -620,23 +620,8 @@ class PostgresEngine(Engine):
         if self._legacy(scratch, like):
             return super().check_restored(scratch=scratch, mode=mode, like=like)
         catalog = self._catalog_entries(scratch, like)
-        checks: list[CheckResult] = []
-        errors: list[BaseException] = []
-
-        def index_check() -> None:
-            try:
-                checks.extend(self.integrity_check(scratch=scratch))
-            except BaseException as e:  # re-raised below, in the drill's thread
-                errors.append(e)
-
-        worker = threading.Thread(target=index_check, name="pg-amcheck", daemon=True)
-        worker.start()
-        try:
-            relations = self._relation_fingerprints(scratch, mode, like)
-        finally:
-            worker.join()
-        if errors:
-            raise errors[0]
+        checks, relations = self.integrity_beside(scratch, lambda: self._relation_fingerprints(scratch, mode, like),
+                                                  name="pg-amcheck")
         return checks, dict(sorted({**relations, **catalog}.items()))
 
     @staticmethod
