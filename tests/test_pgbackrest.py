@@ -134,9 +134,12 @@ def test_missing_wal_segment_fails_backup_and_drill_naming_it(pgbr_ws, monkeypat
     lost: list[Path] = []
 
     def lose_a_segment(archive_dir, segment):
-        m = sorted(p for p in archive_dir.rglob("*") if p.is_file() and not p.name.endswith(".history"))
-        lost.append(m[-2])  # one before the newest: inside the range the backup needs
-        m[-2].rename(m[-2].with_name("moved-away"))
+        # the newest backup's first segment, named by its backup history file (<segment>.<offset>.backup):
+        # always inside the range the backup needs (which other archived files are depends on timing)
+        start = max(p.name for p in archive_dir.rglob("*.backup"))[:24]
+        (f,) = archive_dir.rglob(f"{start}-*")
+        lost.append(f)
+        f.rename(f.with_name("moved-away"))
 
     out = _backup_with_hook(ws, monkeypatch, lose_a_segment)
     assert not out.ok and f"WAL segment {lost[0].name[:24]} is missing" in str(out.error), out.error
