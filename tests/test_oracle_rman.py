@@ -40,7 +40,7 @@ def policy(host, secrets_dir: Path, *, rman: dict | None = None, aux: str | None
            **drill) -> Policy:
     source = {"dsn": "his-db:1521/HIS", "user": "BACKUPKIT", "password_file": str(secrets_dir / "source.pass"),
               "oracle": {"schema": "HIS", "mode": "rman", "ssh": host.ssh_block(**(ssh or {})), "rman": rman or {}}}
-    scratch: dict = {"type": "database", "oracle": {}}
+    scratch: dict = {"type": "database", "oracle": {"accept_validate_only": True}}
     if aux:
         scratch = {"type": "database", "dsn": f"aux-db:1521/{aux}", "password_file": str(secrets_dir / "scratch.pass"),
                    "oracle": {"user": "SYSTEM", "aux_instance": aux}}
@@ -260,8 +260,9 @@ def test_validate_only_drill_checks_the_uploaded_pieces_and_cleans_up(engine, or
     result, sink = backup(engine, pol, dump_dir, age_keys)
     n = len(invocations(oracle_host))
     scratch, checks, actual, info, _ = run_drill(engine, pol, sink, result, age_keys, tmp_path)
-    assert [(c.name, c.status) for c in checks] == [("rman restore validate check logical", "passed"),
-                                                    ("v$database_block_corruption", "passed")]
+    assert [(c.name, c.status, c.proves_data) for c in checks] == [
+        ("rman restore validate check logical", "passed", True), ("v$database_block_corruption", "passed", True),
+        ("data compared", "waived", False)]  # the policy accepted validate-only: RMAN's checks decide
     assert actual == {} and result.fingerprints == {}  # validate only: nothing opened, nothing to compare
     stage = info["stage_dir"]
     assert info["drill"] == "validate only" and stage.startswith(f"{oracle_host.work}/backupkit-drill-")
@@ -293,8 +294,8 @@ def test_validate_reads_the_artifact_bytes_and_a_failure_is_a_failed_check(engin
     oracle_host.fail("validate")
     oracle_host.update(corruptions=["4|1234|1|CHECKSUM"])
     scratch, checks, *_ = run_drill(engine, pol, sink, result, age_keys, tmp_path)
-    v, c = checks
-    assert v.status == "failed" and "\n" not in v.detail
+    v, c, waived = checks
+    assert v.status == "failed" and "\n" not in v.detail and v.proves_data and waived.status == "waived"
     assert v.detail.startswith(f"RMAN validate failed on {oracle_host.sshd.user}@127.0.0.1:{oracle_host.sshd.port}: "
                                "RMAN-03002: failure of restore command at ")
     assert (c.status, c.detail) == ("failed", "1 corrupt block range(s): 4|1234|1|CHECKSUM")
@@ -412,7 +413,8 @@ def write_policy(tmp_path: Path, oracle: dict, scratch: dict | None = None) -> P
     f = tmp_path / "his.yaml"
     f.write_text(yaml.safe_dump({"system": "his", "tier": "30m", "engine": "oracle",
                                  "source": {"oracle": {"schema": "HIS", "mode": "rman", **oracle}},
-                                 "drill": {"scratch": scratch or {"type": "database", "oracle": {}}}}))
+                                 "drill": {"scratch": scratch or {"type": "database",
+                                                                  "oracle": {"accept_validate_only": True}}}}))
     return f
 
 
@@ -505,8 +507,10 @@ def test_backup_and_duplicate_drill_through_the_actions(workspace, engine, src, 
     assert PASSWORD not in json.dumps(rec) + json.dumps(manifest)
 
 
-def test_validate_only_through_the_cli_is_recorded_as_not_data_proven(workspace, oracle_host, secrets_dir):
-    """No auxiliary instance: the drill proves the pieces restore block-clean, not the data; the verdict says so."""
+def test_accepted_validate_only_through_the_cli_passes_with_the_comparison_recorded_as_waived(
+        workspace, oracle_host, secrets_dir):
+    """No auxiliary instance, accepted by the policy: RMAN's block checks decide the verdict, and the record and
+    the evidence say that no data was compared; a block RMAN finds corrupt fails the drill as a verification."""
     pol = policy(oracle_host, secrets_dir)
     data = pol.model_dump(mode="json", by_alias=True, exclude_none=True)
     data["source"].pop("dsn"), data["source"].pop("user"), data["source"].pop("password_file")
@@ -515,11 +519,43 @@ def test_validate_only_through_the_cli_is_recorded_as_not_data_proven(workspace,
     workspace.ok("backup", "his", "--no-copy")
     r = workspace.run("drill", "his", "--json")
     rec = json.loads(r.out)
-    assert rec["verdict"] != "passed" and r.code != 0
-    assert "no data-proving check passed (fingerprints were not compared)" in rec["deviations"]
+    assert rec["verdict"] == "passed" and r.code == 0, rec.get("deviations")
+    assert rec["deviations"] == ["deviation (waived by policy): data compared: validate-only drill "
+                                 "(drill.scratch.oracle.accept_validate_only): no copy was opened, so no table was "
+                                 "compared with the backup's fingerprints"]
     assert {c["name"]: c["status"] for c in rec["checks"]} == {"rman restore validate check logical": "passed",
-                                                               "v$database_block_corruption": "passed"}
+                                                               "v$database_block_corruption": "passed",
+                                                               "data compared": "waived"}
     assert rec["rto"]["measured_seconds"] is not None and rec["teardown"]["stage_exists_after_teardown"] is False
+    oracle_host.update(corruptions=["4|1234|1|CHECKSUM"])
+    r = workspace.run("drill", "his", "--json")
+    rec = json.loads(r.out)
+    assert rec["verdict"] == "failed" and r.code == 3
+    assert "check failed: v$database_block_corruption: 1 corrupt block range(s): 4|1234|1|CHECKSUM" in rec["deviations"]
+
+
+def test_an_rman_drill_that_could_never_pass_is_refused_at_load(tmp_path):
+    """Without an auxiliary instance the drill opens no copy: the policy must say it accepts RMAN's block checks
+    alone, and the acceptance is refused where it means nothing."""
+    f = write_policy(tmp_path, {"ssh": SSH}, scratch={"type": "database", "oracle": {}})
+    with pytest.raises(ConfigError) as ei:
+        load_policy(f)
+    assert str(ei.value).startswith(f"{f}: field 'drill.scratch.oracle.aux_instance': is not set, so the drill can "
+                                    "only run RESTORE VALIDATE, which opens no copy and compares no data; ")
+    assert "accept_validate_only: true" in str(ei.value) and "\n" not in str(ei.value)
+    f = write_policy(tmp_path, {"ssh": SSH}, scratch={
+        "type": "database", "dsn": "aux-db:1521/AUX1", "password_file": "/etc/backupkit/aux.pass",
+        "oracle": {"user": "SYSTEM", "aux_instance": "AUX1", "accept_validate_only": True}})
+    with pytest.raises(ConfigError, match=r"field 'drill.scratch.oracle.accept_validate_only': applies only to mode "
+                                          r"rman without aux_instance"):
+        load_policy(f)
+    f = tmp_path / "dp.yaml"
+    f.write_text(yaml.safe_dump({"system": "his", "tier": "30m", "engine": "oracle", "source": {
+        "dsn": "db:1521/HIS", "user": "B", "password_file": "/x", "oracle": {"schema": "HIS"}},
+        "drill": {"scratch": {"type": "database", "dsn": "drill-db:1521/DRILL", "password_file": "/y",
+                              "oracle": {"user": "SYSTEM", "accept_validate_only": True}}}}))
+    with pytest.raises(ConfigError, match=r"field 'drill.scratch.oracle.accept_validate_only': applies only"):
+        load_policy(f)
 
 
 @pytest.mark.parametrize("doc_name", ["oracle.md", "policy.md"])

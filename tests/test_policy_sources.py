@@ -232,7 +232,8 @@ def test_the_registry_names_each_engines_model(engine, model):
     ("mariadb", {**MDB, "mode": "physical", "options": {"parallel": 4, "server_bin_dir": "/usr/sbin"}}, None,
      MariadbSource, "physical"),
     ("oracle", ORA, ORA_SCRATCH, OracleEngineSource, "datapump"),
-    ("oracle", ORA_RMAN, {"scratch": {"type": "database", "oracle": {}}}, OracleEngineSource, "rman"),
+    ("oracle", ORA_RMAN, {"scratch": {"type": "database", "oracle": {"accept_validate_only": True}}},
+     OracleEngineSource, "rman"),
 ])
 def test_a_valid_policy_of_each_engine_and_mode_loads(tmp_path, engine, source, drill, model, mode):
     from backupkit.engines import mode_of

@@ -215,6 +215,9 @@ class OracleScratch(OracleClient):
     # mode rman: the ORACLE_SID of an auxiliary instance on the database host (started NOMOUNT by the DBA)
     # that a drill DUPLICATEs the backup into, opens, fingerprints and drops; absent: RESTORE VALIDATE only.
     aux_instance: str | None = None
+    # mode rman without aux_instance: the operator accepts RESTORE VALIDATE as the drill. It then passes on
+    # RMAN's block checks, with "no copy opened, no data compared" recorded as a waived deviation.
+    accept_validate_only: bool = False
     # mode datapump: the scratch database host; the dump is uploaded over SFTP into the DIRECTORY's path
     # instead of UTL_FILE.PUT_RAW chunks
     ssh: OracleSsh | None = None
@@ -340,3 +343,16 @@ def validate_scratch(spec, source=None) -> None:
     checked with the endpoint in ``check_endpoint``)."""
     if spec.type == "database" and spec.oracle is None:
         raise ValueError("engine oracle needs drill.scratch.oracle with at least 'user' (see docs/oracle.md)")
+    sc, mode = spec.oracle, getattr(getattr(source, "oracle", None), "mode", None)
+    if sc is None:
+        return
+    if sc.accept_validate_only and (mode != "rman" or not sc.validate_only):
+        raise_field("DrillSpec", "scratch.oracle.accept_validate_only",
+                    "applies only to mode rman without aux_instance (a drill that opens no copy); remove it",
+                    True)
+    if mode == "rman" and sc.validate_only and not sc.accept_validate_only:
+        raise_field("DrillSpec", "scratch.oracle.aux_instance",
+                    "is not set, so the drill can only run RESTORE VALIDATE, which opens no copy and compares no "
+                    "data; name an auxiliary instance (aux_instance, with dsn and oracle.user), or set "
+                    "drill.scratch.oracle.accept_validate_only: true to pass on RMAN's block checks alone "
+                    "(recorded as a deviation)", None)

@@ -76,6 +76,7 @@ class RmanScratch:
     schema: str | None = None
     identity: Any = None
     source_dbid: int | None = None
+    accept_validate_only: bool = False  # policy: RESTORE VALIDATE alone decides the drill (a waived deviation)
 
     @property
     def pieces(self) -> str:
@@ -247,7 +248,8 @@ class Rman:
         except BaseException:
             host.close()
             raise
-        h = RmanScratch(host=host, stage=stage, aux=aux, what=what)
+        h = RmanScratch(host=host, stage=stage, aux=aux, what=what,
+                        accept_validate_only=bool(aux is None and sc is not None and sc.accept_validate_only))
         info = {"host": host.label, "stage_dir": stage, "aux_instance": aux,
                 "drill": "duplicate" if aux else "validate only", "is_source": False}
         s = Scratch(kind="database", info=info, handle=h)
@@ -305,16 +307,23 @@ class Rman:
                                      "dbid": ident.dbid, "db_name": ident.name, "dsn": spec.dsn}
 
     def integrity_check(self, scratch: Scratch) -> list[CheckResult]:
+        """RMAN's block checks. They prove data only in a validate-only drill the policy accepted
+        (``accept_validate_only``), which then also records the comparison it could not make as waived."""
         h: RmanScratch = scratch.handle
         v = h.validate
+        proves = h.accept_validate_only
         checks = [CheckResult("rman restore validate check logical", v.get("status", "failed"),
                               v.get("detail") or "every block of the backup read and checked (physical and logical)",
-                              data={k: v[k] for k in ("seconds",) if k in v})]
+                              proves_data=proves, data={k: v[k] for k in ("seconds",) if k in v})]
         n = v.get("corruptions")
         checks.append(CheckResult("v$database_block_corruption", "passed" if n == 0 else "failed",
                                   "no corrupt blocks recorded" if n == 0 else
                                   f"{n} corrupt block range(s): {'; '.join(v.get('corrupt_blocks') or [])}",
-                                  data={"corruptions": n}))
+                                  proves_data=proves, data={"corruptions": n}))
+        if proves:
+            checks.append(CheckResult(
+                "data compared", "waived", "validate-only drill (drill.scratch.oracle.accept_validate_only): no "
+                "copy was opened, so no table was compared with the backup's fingerprints"))
         return checks
 
     def fingerprints(self, scratch: Scratch, mode: str, like: dict | None) -> dict[str, dict[str, Any]]:

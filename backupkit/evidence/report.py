@@ -44,6 +44,7 @@ def user_text(v) -> Markup:
 
 _STEP_FAILED = re.compile(r"\Astep (\S+) failed(?:: (.*))?\Z", re.S)
 _CHECK = re.compile(r"\Acheck (failed|skipped \(unproven\)): (.*?)(?:: (.*))?\Z", re.S)
+_WAIVED = re.compile(r"\Adeviation \(waived by policy\): (.*?)(?:: (.*))?\Z", re.S)
 _FIXED = {
     "the restore did not complete": {"zh": "恢复未完成", "en": "the restore did not complete"},
     "no data-proving check passed (fingerprints were not compared)":
@@ -70,6 +71,11 @@ def deviation(text: str, lang: str) -> Markup:
         what = ("检查未通过" if m[1] == "failed" else "检查被跳过（未证明）") if lang == "zh" else f"check {m[1]}"
         sep = Markup("：" if lang == "zh" else ": ")
         return Markup(escape(what)) + sep + code(m[2]) + (sep + code(m[3]) if m[3] else Markup(""))
+    m = _WAIVED.match(text)
+    if m:
+        what = "偏差（策略豁免）" if lang == "zh" else "deviation (waived by policy)"
+        sep = Markup("：" if lang == "zh" else ": ")
+        return Markup(escape(what)) + sep + code(m[1]) + (sep + code(m[2]) if m[2] else Markup(""))
     return (Markup("原文：") if lang == "zh" else Markup("")) + code(text)
 
 
