@@ -9,7 +9,9 @@ never branch on the engine: a new engine joins the contract by adding an adapter
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 import secrets
 import socket
 import sqlite3
@@ -179,6 +181,9 @@ class Adapter:
     def use_password(self) -> str | None:
         """Point the policy at a login with a real password (a 0600 password_file); return the password."""
         return None
+
+    def cleanup(self) -> None:
+        """Remove what create_source made outside the test's own directories (run after every test)."""
 
 
 class SqliteAdapter(Adapter):
@@ -519,6 +524,398 @@ class MariadbAdapter(Adapter):
         pw.write_text(password + "\n")
         pw.chmod(0o600)
         self.write_policy({"host": MDB_HOST, "port": MDB_PORT, "user": user, "database": self.db, "password_file": str(pw)})
+        return password
+
+
+# ---- Oracle: an opt-in variant, run against a real database only when BACKUPKIT_TEST_ORACLE_DSN is set ----
+
+ORACLE_DSN_ENV = "BACKUPKIT_TEST_ORACLE_DSN"
+
+
+def oracle_variants(env=None) -> list[str]:
+    """``["oracle-database"]`` when BACKUPKIT_TEST_ORACLE_DSN is set, else ``[]``: without a real Oracle the
+    contract has no Oracle test at all (not a skipped one). The one visible signal that Oracle was not proven
+    on a run is the skip of tests/test_oracle_integration.py."""
+    env = os.environ if env is None else env
+    return ["oracle-database"] if env.get(ORACLE_DSN_ENV) else []
+
+
+@dataclass(frozen=True)
+class OracleTestEnv:
+    """The developer's Oracle, from the environment (the variables of tests/test_oracle_integration.py)."""
+
+    dsn: str  # the source database, host:port/service (e.g. localhost:1521/FREEPDB1)
+    scratch_dsn: str  # another database (another PDB, or another XE with its own DBID)
+    user: str  # an account with DBA rights on both (default SYSTEM): it also creates the source schema
+    password_file: Path  # its password, mode 0600
+    client_lib_dir: str | None = None  # Oracle Client 19c+ for thick mode (Oracle 11.2)
+
+    @classmethod
+    def from_env(cls, env=None) -> "OracleTestEnv":
+        env = os.environ if env is None else env
+        needed = (ORACLE_DSN_ENV, "BACKUPKIT_TEST_ORACLE_SCRATCH_DSN", "BACKUPKIT_TEST_ORACLE_PASSWORD_FILE")
+        missing = [v for v in needed if not env.get(v)]
+        if missing:
+            raise RuntimeError(f"{ORACLE_DSN_ENV} is set, so the Oracle contract variant runs; it also needs "
+                               f"{', '.join(missing)} (docs/oracle.md, 'Running the opt-in tests')")
+        return cls(dsn=env[ORACLE_DSN_ENV], scratch_dsn=env["BACKUPKIT_TEST_ORACLE_SCRATCH_DSN"],
+                   user=env.get("BACKUPKIT_TEST_ORACLE_USER", "SYSTEM").upper(),
+                   password_file=Path(env["BACKUPKIT_TEST_ORACLE_PASSWORD_FILE"]).expanduser(),
+                   client_lib_dir=env.get("BACKUPKIT_TEST_ORACLE_CLIENT_LIB_DIR") or None)
+
+    @property
+    def client(self) -> dict:
+        """The ``oracle`` client settings of a policy endpoint (thick mode when a client library is named)."""
+        return {"client_lib_dir": self.client_lib_dir} if self.client_lib_dir else {}
+
+
+# Easy Connect without options: the form the address variants are derived from
+_EASY_CONNECT = re.compile(r"^(?:tcp://)?(?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"
+                           r"(?::(?P<port>\d{1,5}))?/(?P<service>[A-Za-z0-9][A-Za-z0-9_.$#-]*)$")
+ORACLE_TABLES = {
+    "patients": "CREATE TABLE patients (id NUMBER(10) PRIMARY KEY, name NVARCHAR2(40) NOT NULL, born DATE, "
+                "balance NUMBER(12,2))",
+    "visits": "CREATE TABLE visits (id NUMBER(10) PRIMARY KEY, patient_id NUMBER(10), ward VARCHAR2(20 CHAR), "
+              "cost NUMBER(12,3))",
+}
+ORACLE_INSERT_PATIENTS = "INSERT INTO patients (id, name, born, balance) VALUES (:1, :2, TO_DATE(:3, 'YYYY-MM-DD'), :4)"
+ORACLE_INSERT_VISITS = "INSERT INTO visits (id, patient_id, ward, cost) VALUES (:1, :2, :3, :4)"
+ORACLE_CREATE_SCHEMA = ('CREATE USER "{schema}" IDENTIFIED BY "{password}" DEFAULT TABLESPACE USERS '
+                        "QUOTA UNLIMITED ON USERS ACCOUNT LOCK")
+ORACLE_DROP_SCHEMA = 'DROP USER "{schema}" CASCADE'
+ORACLE_CURRENT_SCHEMA = 'ALTER SESSION SET CURRENT_SCHEMA = "{schema}"'
+# Oracle before 23ai has no DROP TABLE IF EXISTS: the contract's statement becomes this block
+ORACLE_DROP_TABLE_IF_EXISTS = ("BEGIN EXECUTE IMMEDIATE 'DROP TABLE {table} PURGE'; EXCEPTION WHEN OTHERS THEN "
+                               "IF SQLCODE != -942 THEN RAISE; END IF; END;")
+ORACLE_BULK = ("CREATE TABLE bulk (id NUMBER(10) PRIMARY KEY, pad VARCHAR2(300))",
+               "INSERT INTO bulk SELECT level, RPAD(TO_CHAR(level), 256, 'x') FROM dual CONNECT BY level <= 60000")
+ORACLE_DRILL_USERS = "SELECT username FROM all_users WHERE username LIKE 'BKD\\_%' ESCAPE '\\' ORDER BY username"
+ORACLE_IMPORT_JOBS = ("SELECT job_name FROM user_datapump_jobs WHERE job_name LIKE 'BKI\\_%' ESCAPE '\\' "
+                      "ORDER BY job_name")
+ORACLE_SCHEMA_TABLES = "SELECT table_name FROM all_tables WHERE owner = :owner ORDER BY table_name"
+ORACLE_SERVICES = ("SELECT name FROM v$active_services WHERE network_name IS NOT NULL AND name NOT LIKE 'SYS$%' "
+                   "ORDER BY name")
+ORACLE_CON_DBID = "SELECT SYS_CONTEXT('USERENV', 'CON_DBID') FROM dual"
+ORACLE_DBID = "SELECT dbid FROM v$database"
+
+
+def _ora_rows(conn, sql: str, binds: dict | None = None) -> list[tuple]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, binds or {})
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+class OracleAdapter(Adapter):
+    """Engine oracle, mode datapump, scratch type database, against the developer's real Oracle (opt-in).
+
+    Each test gets its own source schema ``BKCT_<hex>`` (a locked user: nobody logs in as it), created and
+    filled through the admin account as ``CURRENT_SCHEMA`` and dropped after the test. The drill imports it
+    into a ``BKD_<hex>`` user of the scratch database, which the engine creates and drops.
+
+    Where the contract's means do not fit Oracle:
+
+    - ``dump_programs`` is empty: Data Pump runs inside the database server, so backupkit has no dump child
+      to spy on or SIGKILL. The kill test uses the failpoint ``oracle-export-running`` instead: backupkit
+      SIGKILLs itself right after ``START_JOB``, while the export job runs on the server; the next backup
+      must stop that orphan job and remove its files.
+    - the secrets test sees no child at all (python-oracledb thin mode talks to the server itself); it
+      still checks the account's real password and the key material stay out of logs, ledger and manifests.
+    - the tables use NVARCHAR2 (name) and VARCHAR2 CHAR (ward) for the Chinese text, DATE for born and
+      NUMBER for money; the source database's character set must hold Chinese (AL32UTF8, the default of
+      Oracle Database Free and XE, or ZHS16GBK), and the scratch's must be the same.
+    """
+
+    connector = None  # None: the engine's oracle_conn.open_connection; the adapter's own tests put a stand-in here
+    scratch_directory = "DATA_PUMP_DIR"  # drill.scratch.oracle.directory, left at its default
+
+    def __init__(self, ws, tmp, scratch_type="database", env: OracleTestEnv | None = None):
+        super().__init__(ws, tmp, "database", "oracle", ())
+        self.env = env or OracleTestEnv.from_env()
+        self.schema = f"BKCT_{secrets.token_hex(4).upper()}"
+        m = _EASY_CONNECT.fullmatch(self.env.dsn)
+        if not m:
+            raise RuntimeError(f"{ORACLE_DSN_ENV}={self.env.dsn!r}: write it as host:port/service (Easy Connect); "
+                               "the contract derives the other forms of the source's address from it")
+        self.host, self.port, self.service = m.group("host"), int(m.group("port") or 1521), m.group("service")
+
+    # ---- connections ---------------------------------------------------------------------------
+    def password(self) -> str:
+        from backupkit.engines.kit import read_secret
+
+        return read_secret(password_file=self.env.password_file, password_env=None, what="Oracle contract test")
+
+    def _connect(self, dsn: str | None = None, schema: str | None = None):
+        """An admin connection (python-oracledb, as the engine opens it), in ``schema`` when given."""
+        from backupkit.engines.oracle_config import OracleClient
+        from backupkit.engines.oracle_conn import ConnectSpec, open_connection
+
+        spec = ConnectSpec(dsn=dsn or self.env.dsn, user=self.env.user, client=OracleClient(**self.env.client),
+                           password=self.password(), what="Oracle contract test")
+        conn = (self.connector or open_connection)(spec)
+        if schema:
+            cur = conn.cursor()
+            try:
+                cur.execute(ORACLE_CURRENT_SCHEMA.format(schema=schema))
+            finally:
+                cur.close()
+        return conn
+
+    def _run(self, statements, *, schema: str | None, dsn: str | None = None, params=None) -> None:
+        conn = self._connect(dsn, schema)
+        try:
+            cur = conn.cursor()
+            try:
+                for s in statements:
+                    if params is None:
+                        cur.execute(self.portable(s))
+                    else:
+                        cur.execute(self.portable(s), params)
+            finally:
+                cur.close()
+            conn.commit()
+        finally:
+            conn.close()
+
+    @staticmethod
+    def portable(sql: str) -> str:
+        """The contract's generic SQL in a form every Oracle release from 11.2 runs."""
+        m = re.fullmatch(r"DROP TABLE IF EXISTS (\w+)", sql.strip(), re.I)
+        return ORACLE_DROP_TABLE_IF_EXISTS.format(table=m.group(1)) if m else sql
+
+    # ---- source ----------------------------------------------------------------------------------
+    def ddl(self):
+        return list(ORACLE_TABLES.values())
+
+    def create_source(self) -> None:
+        password = "Bk" + secrets.token_hex(12)  # the schema is locked: this password is never used
+        try:
+            self._run([ORACLE_CREATE_SCHEMA.format(schema=self.schema, password=password)], schema=None)
+            self.execute(*self.ddl())
+            self.executemany(ORACLE_INSERT_PATIENTS, PATIENTS)
+            self.executemany(ORACLE_INSERT_VISITS, VISITS)
+        except BaseException:
+            self.cleanup()
+            raise
+        self.write_policy()
+
+    def execute(self, *statements, params=None):
+        self._run(statements, schema=self.schema, params=params)
+
+    def executemany(self, sql, rows):
+        conn = self._connect(schema=self.schema)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.executemany(sql, rows)
+            finally:
+                cur.close()
+            conn.commit()
+        finally:
+            conn.close()
+
+    def scalar(self, sql):
+        conn = self._connect(schema=self.schema)
+        try:
+            return _ora_rows(conn, sql)[0][0]
+        finally:
+            conn.close()
+
+    def source(self, dsn: str | None = None):
+        return {"dsn": dsn or self.env.dsn, "user": self.env.user, "password_file": str(self.env.password_file),
+                "oracle": {"schema": self.schema, "poll_seconds": 1, **self.env.client}}
+
+    def scratch_spec(self, dsn: str | None = None):
+        return {"type": "database", "dsn": dsn or self.env.scratch_dsn, "password_file": str(self.env.password_file),
+                "oracle": {"user": self.env.user, "poll_seconds": 1, **self.env.client}}
+
+    def table_key(self, name):
+        return name.upper()  # the engine's keys are the table names without the schema (it is remapped)
+
+    def cleanup(self) -> None:
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(ORACLE_DROP_SCHEMA.format(schema=self.schema))
+            except Exception as e:
+                if "ORA-01918" not in str(e):  # user does not exist: create_source failed before creating it
+                    raise
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+
+    # ---- scratch ---------------------------------------------------------------------------------
+    def scratch_execute(self, engine, scratch, *statements):
+        """On the drill's own admin connection, with the scratch user BKD_<hex> as the current schema."""
+        from backupkit.engines.oracle import RESET_SCHEMA_BLOCK
+
+        h = scratch.handle  # OracleScratchHandle: conn, user
+        cur = h.conn.cursor()
+        try:
+            cur.execute(ORACLE_CURRENT_SCHEMA.format(schema=h.user))
+            try:
+                for s in statements:
+                    cur.execute(s)
+                h.conn.commit()
+            finally:
+                cur.execute(RESET_SCHEMA_BLOCK)  # the engine's session goes back to its own schema
+        finally:
+            cur.close()
+
+    def writer(self):
+        conn = self._connect(schema=self.schema)
+        conn.autocommit = True
+        return conn, ":1"
+
+    def assert_scratch_gone(self, record):
+        from backupkit.engines.oracle import USER_EXISTS_SQL
+        from backupkit.engines.oracle_datapump import DataPump
+
+        td = record["teardown"]
+        user = td["user"]
+        assert re.fullmatch(r"BKD_[0-9A-F]{12}", user) and td["user_created"] is True, td
+        assert td["user_exists"] is False and td["job_exists"] is False and td["file_exists"] is False, td
+        job = "BKI_" + user[4:]  # the drill's import job, and its files BKI_<hex>.dmp/.log
+        conn = self._connect(self.env.scratch_dsn)  # asked again, on a connection of our own
+        try:
+            assert _ora_rows(conn, USER_EXISTS_SQL, {"username": user}) == [(0,)], f"{user} still exists"
+            dp = DataPump(conn, directory=self.scratch_directory, what="Oracle contract test")
+            assert dp.job_state(job) is None, f"Data Pump job {job} still exists"
+            left = [f for f in (f"{job}.dmp", f"{job}.log") if dp.file_length(f) >= 0]
+            assert left == [], f"still in DIRECTORY {self.scratch_directory}: {left}"
+        finally:
+            conn.close()
+
+    def created_state(self):
+        """On the source database: the BKD_ users and BKI_ import jobs a drill creates, and the schema's tables.
+        (SQL cannot list a DIRECTORY; a drill writes its files only after creating its user.)"""
+        conn = self._connect()
+        try:
+            return (_ora_rows(conn, ORACLE_DRILL_USERS), _ora_rows(conn, ORACLE_IMPORT_JOBS),
+                    _ora_rows(conn, ORACLE_SCHEMA_TABLES, {"owner": self.schema}))
+        finally:
+            conn.close()
+
+    # ---- the source's address, every way a user could write it -----------------------------------
+    def address_forms(self) -> list[tuple[str, str]]:
+        """(label, DSN): the source DSN rewritten (case, prefixes, default port, connect descriptors), other
+        names of a local host, and the other services of the source database. Written forms always reach the
+        source; a discovered host name or service is kept only when it connects to the source's DBID."""
+        h, p, svc = self.host, self.port, self.service
+        bare = h.strip("[]")  # a descriptor's HOST takes an IPv6 address without brackets
+        forms = [("as written", self.env.dsn),
+                 ("service name in lower case", f"{h}:{p}/{svc.lower()}"),
+                 ("service name in upper case", f"{h}:{p}/{svc.upper()}"),
+                 ("host name in upper case", f"{h.upper()}:{p}/{svc}"),
+                 ("with //", f"//{h}:{p}/{svc}"),
+                 ("with tcp://", f"tcp://{h}:{p}/{svc}"),
+                 ("connect descriptor", f"(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST={bare})(PORT={p}))"
+                                        f"(CONNECT_DATA=(SERVICE_NAME={svc})))"),
+                 ("connect descriptor with spaces", f"(DESCRIPTION = (ADDRESS = (PROTOCOL = TCP)(HOST = {bare})"
+                                                    f"(PORT = {p})) (CONNECT_DATA = (SERVICE_NAME = {svc})))")]
+        if p == 1521:
+            forms.append(("port left to its default", f"{h}/{svc}"))
+        found = [(f"host {alias}", f"{alias}:{p}/{svc}") for alias in self.host_aliases()]
+        found += [(f"service {other} of the same database", f"{h}:{p}/{other}") for other in self.other_services()]
+        if found:
+            source_id = self.database_id(self.env.dsn)
+            forms += [(label, dsn) for label, dsn in found if self.reaches(dsn, source_id)]
+        seen, out = set(), []
+        for label, dsn in forms:
+            if dsn not in seen:
+                seen.add(dsn)
+                out.append((label, dsn))
+        return out
+
+    def host_aliases(self) -> list[str]:
+        """When the source host is this machine: the other names of this machine that reach the listener."""
+        if not self._is_local(self.host):
+            return []
+        names = ["localhost", "127.0.0.1", "[::1]", socket.gethostname(), socket.getfqdn()]
+        out = []
+        for n in names:
+            if n.lower() != self.host.lower() and n not in out and self._is_local(n) and self._reachable(n, self.port):
+                out.append(n)
+        return out
+
+    @staticmethod
+    def _is_local(host: str) -> bool:
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), None)
+        except OSError:
+            return False
+        return any(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+    @staticmethod
+    def _reachable(host: str, port: int) -> bool:
+        try:
+            socket.create_connection((host.strip("[]"), port), timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    def other_services(self) -> list[str]:
+        """Services of the source database other than the DSN's (an XML DB dispatcher, ``...XDB``, is not one)."""
+        conn = self._connect()
+        try:
+            names = [r[0] for r in _ora_rows(conn, ORACLE_SERVICES)]
+        finally:
+            conn.close()
+        return [n for n in names if n.upper() != self.service.upper() and not n.upper().endswith("XDB")]
+
+    def database_id(self, dsn: str) -> int:
+        """The DBID that identifies the data behind ``dsn``: the PDB's (CON_DBID) on 12c and later."""
+        conn = self._connect(dsn)
+        try:
+            major = int(conn.version.split(".")[0])
+            return int(_ora_rows(conn, ORACLE_CON_DBID if major >= 12 else ORACLE_DBID)[0][0])
+        finally:
+            conn.close()
+
+    def reaches(self, dsn: str, source_id: int) -> bool:
+        """True when ``dsn`` connects to the database whose DBID is ``source_id``."""
+        try:
+            return self.database_id(dsn) == source_id
+        except Exception:  # noqa: BLE001 - does not connect: not an address of the source
+            return False
+
+    def refusals(self):
+        from backupkit.engines.oracle import OracleEngine
+        from backupkit.policy import Policy
+
+        forms = self.address_forms()
+        descriptor = dict((label, dsn) for label, dsn in forms)["connect descriptor"]
+        engine = OracleEngine()
+        if self.connector is not None:
+            engine.connect = self.connector
+        out = []
+        for source_label, source_dsn in (("as written", self.env.dsn), ("connect descriptor", descriptor)):
+            for label, dsn in (forms if source_label == "as written" else forms[:1]):
+                policy = Policy.model_validate({"system": SYSTEM, "tier": "30m", "engine": "oracle",
+                                                "source": self.source(source_dsn),
+                                                "drill": {"scratch": self.scratch_spec(dsn)}})
+                out.append((f"source {source_label} / scratch {label}: {dsn}",
+                            lambda p=policy: _enter_scratch(engine, p, self.tmp / "refused-workdir")))
+        return out
+
+    # ---- kill, password --------------------------------------------------------------------------
+    def make_big(self):
+        self.execute(*ORACLE_BULK)
+
+    def kill_env(self):
+        return {"BACKUPKIT_FAILPOINT": "oracle-export-running"}
+
+    def use_password(self):
+        """The account's own password (already in the policy through its 0600 password_file)."""
+        password = self.password()
+        if len(password) < 8:
+            raise RuntimeError("the Oracle test account's password is searched for in logs and records: give it "
+                               "at least 8 characters that are not an ordinary word")
+        self.write_policy()
         return password
 
 

@@ -2,6 +2,10 @@
 restic's backend test suite). Each test is parameterized by engine (and scratch type where the engine has
 more than one); tests/contract_support.py holds one small adapter per engine, and the tests never branch
 on the engine. docs/engines.md section 4 says what a new engine must add here.
+
+Oracle joins opt-in: its variant (``oracle-database``) is in the lists only when BACKUPKIT_TEST_ORACLE_DSN
+names a real database (docs/oracle.md, "Running the opt-in tests"); otherwise there is no Oracle test here
+at all, and tests/test_oracle_integration.py's skip is the one visible sign that Oracle was not proven.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from backupkit.context import Context
 from backupkit.engines import kit
 from backupkit.errors import ConfigError, JobFailed
 
-from contract_support import (SYSTEM, WRITER_FIRST_ID, MariadbAdapter, PostgresAdapter, SqliteAdapter, descendants,
-                              io_wchar, proc_comm, ChildSpy)
+from contract_support import (SYSTEM, WRITER_FIRST_ID, MariadbAdapter, OracleAdapter, PostgresAdapter, SqliteAdapter,
+                              descendants, io_wchar, oracle_variants, proc_comm, ChildSpy)
 
+ORACLE = oracle_variants()  # ["oracle-database"] only when BACKUPKIT_TEST_ORACLE_DSN is set, else []
 # every scratch type each engine drills into
-DRILL_VARIANTS = ["sqlite", "postgres-ephemeral", "postgres-database", "mariadb-ephemeral", "mariadb-database"]
+DRILL_VARIANTS = ["sqlite", "postgres-ephemeral", "postgres-database", "mariadb-ephemeral", "mariadb-database"] + ORACLE
 # dump-side contract: one variant per engine (the cheapest scratch where a drill is part of the test)
-ENGINES = ["sqlite", "postgres-database", "mariadb-database"]
+ENGINES = ["sqlite", "postgres-database", "mariadb-database"] + ORACLE
+# the scratch-is-the-source refusal: once per engine
+REFUSAL_VARIANTS = ["sqlite", "postgres", "mariadb"] + ORACLE
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +61,8 @@ def adapter(request, workspace, tmp_path):
         a = SqliteAdapter(workspace, tmp_path, scratch)
     elif engine == "postgres":
         a = PostgresAdapter(workspace, tmp_path, scratch, request.getfixturevalue("pg_database"))
+    elif engine == "oracle":
+        a = OracleAdapter(workspace, tmp_path, scratch)
     else:
         server = request.getfixturevalue("mdb_contract_server") if scratch == "database" else None
         a = MariadbAdapter(workspace, tmp_path, scratch, request.getfixturevalue("mdb_database"), server)
@@ -64,6 +73,7 @@ def adapter(request, workspace, tmp_path):
         from fixtures.mariadb import mdb_exec
 
         mdb_exec(None, a.extra["drop_user"])
+    a.cleanup()
 
 
 def _ctx(a) -> Context:
@@ -148,7 +158,7 @@ def test_a_change_in_the_scratch_after_restore_fails_the_drill_naming_the_table(
     assert [json.loads(r[3])["verdict"] for r in a.ws.ledger_rows("drill")] == ["failed"]
 
 
-@pytest.mark.parametrize("adapter", ["sqlite", "postgres", "mariadb"], indirect=True)
+@pytest.mark.parametrize("adapter", REFUSAL_VARIANTS, indirect=True)
 def test_a_scratch_that_resolves_to_the_source_is_refused_before_anything_is_created(adapter):
     a = adapter
     before = a.created_state()

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from backupkit.artifact import DirectorySink
-from backupkit.engines import get_engine
+from backupkit.engines import get_engine, kit
 from backupkit.engines.oracle import OracleEngine
 from backupkit.engines.oracle_datapump import EXPORT_BLOCK
 from backupkit.engines.oracle_fingerprint import METHOD_ORA_HASH, METHOD_SHA256, canonical, table_sql
@@ -349,7 +349,9 @@ def test_drill_round_trip_through_the_pipeline(engine, servers, secrets_dir, sin
     assert [c.sql for c in scr.sql("DROP USER")] == [f'DROP USER "{user}" CASCADE']
     assert scratch.teardown_proof == {"user": user, "user_created": True, "dbid": 2222,
                                       "user_exists_after_teardown": False, "jobs_after_teardown": [],
-                                      "files_after_teardown": []}
+                                      "files_after_teardown": [], "user_exists": False, "job_exists": False,
+                                      "file_exists": False}
+    assert kit.proof_clean(scratch.teardown_proof)
     assert scr.directories["DATA_PUMP_DIR"] == {} and user not in scr.users
     # the source was only read during the drill (identity check)
     assert not [c for c in src.calls if c.conn > 1 and "DBMS_" in c.sql]
@@ -361,6 +363,30 @@ def test_drill_round_trip_through_the_pipeline(engine, servers, secrets_dir, sin
                  json.dumps(scratch.teardown_proof)):
         assert PASSWORD not in text and create_pw not in text
     assert all(s.password == PASSWORD for s in src.connects + scr.connects)
+
+
+def test_a_scratch_user_that_survives_teardown_makes_the_proof_unclean(engine, servers, secrets_dir, sink_factory,
+                                                                       age_keys, tmp_path, monkeypatch):
+    """The proof states its facts in kit's form (``*_exists``): kit.proof_clean, the contract suite and the
+    evidence report judge them, and a user that could not be dropped is a fact, not a log line."""
+    from fixtures.oracle_fake import FakeCursor
+
+    plain = FakeCursor.execute
+
+    def execute(self, sql, binds=None, **kw):
+        if sql.startswith("DROP USER"):
+            raise ora("ORA-01940: cannot drop a user that is currently connected")
+        return plain(self, sql, binds, **kw)
+
+    monkeypatch.setattr(FakeCursor, "execute", execute)
+    pol = policy(secrets_dir)
+    sink = sink_factory()
+    result = engine.dump(policy=pol, sink=sink)
+    scratch, *_ = drill(engine, pol, sink, result, age_keys, tmp_path)
+    proof = scratch.teardown_proof
+    assert (proof["user_exists"], proof["job_exists"], proof["file_exists"]) == (True, False, False), proof
+    assert proof["user_exists_after_teardown"] is True and "ORA-01940" in proof["errors"][0]
+    assert not kit.proof_clean(proof)
 
 
 def test_drill_catches_a_changed_table(engine, servers, secrets_dir, sink_factory, age_keys, tmp_path):

@@ -2,8 +2,12 @@
 
 This is the ONLY test in the suite allowed to skip, and only because Oracle cannot run on the CI machine:
 when BACKUPKIT_TEST_ORACLE_DSN is not set it is reported as SKIPPED with the reason below, never as passed.
-Everything else about the Oracle engine is proven against the recording stand-in (tests/test_oracle_engine.py);
-docs/oracle.md lists what only this test can prove and how to run it (Oracle Database Free / XE in a container).
+The same variable adds the engine contract suite's Oracle variant (``oracle-database`` in
+tests/test_engine_contract.py, adapter OracleAdapter in tests/contract_support.py); without it those tests
+do not exist on the run, so this skip is the one visible sign that Oracle was not proven against a server.
+Everything else about the Oracle engine is proven against the recording stand-in (tests/test_oracle_engine.py,
+tests/test_oracle_contract_adapter.py); docs/oracle.md lists what only a real database can prove and how to
+run these tests (Oracle Database Free / XE in a container).
 
 Environment:
   BACKUPKIT_TEST_ORACLE_DSN            source, e.g. localhost:1521/FREEPDB1
@@ -30,8 +34,9 @@ from fixtures.postgres import open_source
 DSN = os.environ.get("BACKUPKIT_TEST_ORACLE_DSN")
 
 pytestmark = pytest.mark.skipif(
-    not DSN, reason="opt-in real-Oracle test: set BACKUPKIT_TEST_ORACLE_DSN (and the variables in this module's "
-                    "docstring) to run it; NOT proven on this run")
+    not DSN, reason="opt-in real-Oracle tests: set BACKUPKIT_TEST_ORACLE_DSN (and the variables in this module's "
+                    "docstring) to run this test and the engine contract suite's Oracle variant "
+                    "(tests/test_engine_contract.py, oracle-database); Oracle NOT proven on this run")
 
 
 def test_real_oracle_backup_and_drill(tmp_path, age_keys, dump_dir):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed
+from ..failpoint import failpoint
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
 from .oracle_conn import (
     ConnectSpec,
@@ -188,6 +189,7 @@ class OracleEngine(Engine):
                      "directory": opt.directory, "schema_expr": f"IN ('{opt.schema_name}')", "scn": scn}
             handle = dp.start(EXPORT_BLOCK, binds, job_name=job, ctx=ctx)
             started_job = True
+            failpoint("oracle-export-running")  # tests: backupkit dies while the export runs server-side
             outcome = dp.wait(handle, job_name=job, poll_seconds=opt.poll_seconds, max_seconds=opt.max_job_seconds,
                               ctx=ctx)
             method = method_for(ident.major)
@@ -365,9 +367,13 @@ class OracleEngine(Engine):
             proof["user_exists_after_teardown"] = bool(_scalar(h.conn, USER_EXISTS_SQL, {"username": h.user}))
             proof["jobs_after_teardown"] = [j for j in h.jobs if dp.job_state(j) is not None]
             proof["files_after_teardown"] = [f for f in h.files if dp.file_length(f) >= 0]
+            # the same facts in kit's form (``*_exists``), so kit.proof_clean and the evidence report judge them
+            proof.update(user_exists=proof["user_exists_after_teardown"],
+                         job_exists=bool(proof["jobs_after_teardown"]), file_exists=bool(proof["files_after_teardown"]))
         except Exception as e:
             errors.append(f"teardown proof: {one_line(e)}")
             proof["user_exists_after_teardown"] = None
+            proof.update(user_exists=None, job_exists=None, file_exists=None)  # unknown, never "gone"
         if errors:
             proof["errors"] = errors
             logger.error("%s: teardown incomplete: %s", h.spec.what, "; ".join(errors))
