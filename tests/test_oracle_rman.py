@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 from backupkit.artifact import DirectorySink
+from backupkit.engines import kit
 from backupkit.engines.oracle import OracleEngine
 from backupkit.engines.oracle_rman_script import first_error, parse_rman_log, parse_rows
 from backupkit.errors import ConfigError, JobFailed
+from backupkit.evidence.report import teardown_summary
 from backupkit.policy import Policy, load_policy
 from backupkit.verdict import compare_fingerprints
 
@@ -280,7 +282,9 @@ def test_validate_only_drill_checks_the_uploaded_pieces_and_cleans_up(engine, or
     assert any("v$database_block_corruption" in i["commands"] for i in drill_calls if i["program"] == "sqlplus")
     # teardown: uncataloged, directory removed, both proven
     assert scratch.teardown_proof == {"stage_dir": stage, "aux_instance": None, "pieces_cataloged_after_teardown": 0,
-                                      "stage_exists_after_teardown": False}
+                                      "stage_exists_after_teardown": False, "stage_exists": False,
+                                      "pieces_cataloged_exists": False}
+    assert kit.proof_clean(scratch.teardown_proof) and teardown_summary(scratch.teardown_proof, "en")[1] is True
     assert oracle_host.state()["cataloged"] == [] and not Path(stage).exists()
     with pytest.raises(JobFailed, match="assertions need an opened copy"):
         with engine.scratch(policy=pol, workdir=tmp_path / "d2") as s2:
@@ -329,7 +333,9 @@ def test_duplicate_drill_opens_the_copy_fingerprints_asserts_and_drops_it(engine
     assert st["aux"]["AUX1"]["state"] == "dropped" and "production_dropped" not in st
     assert scratch.teardown_proof == {"stage_dir": info["stage_dir"], "aux_instance": "AUX1",
                                       "aux_open_after_teardown": False, "pieces_cataloged_after_teardown": 0,
-                                      "stage_exists_after_teardown": False}
+                                      "stage_exists_after_teardown": False, "stage_exists": False,
+                                      "aux_open": False, "pieces_cataloged_exists": False}
+    assert teardown_summary(scratch.teardown_proof, "en")[1] is True
     seq = [c.sql for c in aux_db.calls]
     i = seq.index('ALTER SESSION SET CURRENT_SCHEMA = "HIS"')
     assert seq[i + 1:i + 3] == ["SET TRANSACTION READ ONLY", "SELECT COUNT(*) FROM patients"]

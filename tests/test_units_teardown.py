@@ -19,6 +19,11 @@ PG = {"datadir": "/var/tmp/bk/pg-scratch-1/data", "datadir_exists": False, "port
     ({"path": "/tmp/x/scratch.sqlite", "exists_after_teardown": True}, False, "/tmp/x/scratch.sqlite"),
     ({"path": "/tmp/x/s.sqlite", "exists_after_teardown": False, "path_exists": False, "wal_exists": True}, False,
      "wal_exists"),
+    ({**PG, "port_open": None}, False, "port_open=unknown"),  # not checked is not gone
+    ({"database": "bk_drill_1", "database_exists": False, "errors": ["DROP failed"]}, False, "bk_drill_1"),
+    ({"stage_dir": "/u01/bk/backupkit-drill-1", "aux_instance": "AUX1", "stage_exists": False, "aux_open": False,
+      "pieces_cataloged_exists": False}, True, "/u01/bk/backupkit-drill-1"),  # Oracle mode rman
+    ({"user": "BKD_1A2B", "user_exists": False, "job_exists": False, "file_exists": False}, True, "BKD_1A2B"),
 ])
 def test_every_recorded_fact_must_be_false(proof, ok, shown):
     for lang in ("zh", "en"):

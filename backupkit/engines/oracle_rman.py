@@ -395,6 +395,14 @@ class Rman:
                 errors.append(str(e))
         h.host.remove_tree(h.stage)
         proof["stage_exists_after_teardown"] = h.host.exists(h.stage)
+        # the same facts in kit's form (``*_exists``/``*_open``; None: could not be checked, never "gone"), so
+        # kit.proof_clean, the contract and the evidence report judge them
+        proof["stage_exists"] = proof["stage_exists_after_teardown"]
+        if h.duplicated:
+            proof["aux_open"] = proof.get("aux_open_after_teardown")
+        if h.cataloged and h.uploaded:
+            n = proof.get("pieces_cataloged_after_teardown")
+            proof["pieces_cataloged_exists"] = None if n is None or n < 0 else n > 0
         if errors:
             proof["errors"] = errors
             logger.error("%s: teardown incomplete: %s", h.what, "; ".join(errors))

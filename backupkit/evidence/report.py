@@ -388,14 +388,15 @@ _PROOF_SUFFIXES = ("_exists", "_running", "_open")
 def teardown_summary(teardown: dict, lang: str) -> tuple[Markup | None, bool | None]:
     """(text, ok) for a drill's teardown proof: ok only when every recorded fact is false."""
     facts = {k: v for k, v in teardown.items() if k.endswith(_PROOF_SUFFIXES)}
-    if facts:
-        left = sorted(k for k, v in facts.items() if v)
-        ok = not left
+    if facts:  # a fact the engine could not check (None) is not proof that it is gone
+        left = sorted(k if v else f"{k}=unknown" for k, v in facts.items() if v is not False)
+        ok = not left and not teardown.get("errors")
     elif "exists_after_teardown" in teardown:
         left, ok = [], teardown.get("exists_after_teardown") is False
     else:
         return None, None
-    where = next((str(teardown[k]) for k in ("path", "datadir", "database", "stage", "aux_instance") if teardown.get(k)),
+    where = next((str(teardown[k]) for k in ("path", "datadir", "database", "stage_dir", "user", "aux_instance")
+                  if teardown.get(k)),
                  "?")
     text = Markup(escape(label(lang, "teardown_ok" if ok else "teardown_left", path="{path}"))).replace("{path}", code(where))
     if left:
