@@ -65,6 +65,12 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def minimal_env(path: str | None = None) -> dict[str, str]:
+    """The environment of a child that needs nothing of ours: PATH (``path``, or ours) and the C locale,
+    so its messages parse the same everywhere and no variable of ours (a cipher pass) travels with it."""
+    return {"PATH": path or os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+
+
 def read_secret(*, password_file: Path | None, password_env: str | None, what: str) -> str | None:
     """Given a policy's password_file / password_env, return the password, or None when neither is set.
 

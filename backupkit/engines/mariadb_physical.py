@@ -73,7 +73,7 @@ READ_SYSCALL = {"x86_64": 0, "aarch64": 63, "riscv64": 63}  # read(2), for /proc
 # backup-my.cnf settings the scratch server must share with the source to open the copy
 SERVER_CNF_KEYS = ("innodb_page_size", "innodb_data_file_path", "innodb_undo_tablespaces",
                    "innodb_checksum_algorithm")
-CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
+SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # mariadbd and mariadb-backup live in sbin on Debian
 
 
 def backup_tool(bin_dir: str | None = None) -> kit.Tool:
@@ -292,7 +292,7 @@ class MariadbPhysicalEngine(MariadbEngine):
     def _backup_in_lock(self, src, fp, argv, tool: kit.Tool, sink, mode: str, what: str):
         database = src.database
         pause = CommitPause()
-        child = kit.Child(argv, what=what, tool=tool.path.name, env=dict(CHILD_ENV), watch=pause.watch)
+        child = kit.Child(argv, what=what, tool=tool.path.name, env=kit.minimal_env(SBIN_PATH), watch=pause.watch)
         pause.child = child
         snap: dict[str, Any] = {}
         done = threading.Event()
@@ -474,8 +474,8 @@ class MariadbPhysicalEngine(MariadbEngine):
         t1 = time.monotonic()
         proc = subprocess.run(kit.run_as_argv(server.run_as, [mb.path, f"--defaults-file={datadir / 'backup-my.cnf'}",
                                                               "--prepare", f"--target-dir={datadir}"]),
-                              capture_output=True, text=True, env=dict(CHILD_ENV), cwd="/", stdin=subprocess.DEVNULL,
-                              check=False)
+                              capture_output=True, text=True, env=kit.minimal_env(SBIN_PATH), cwd="/",
+                              stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             raise JobFailed(f"{what}: {mb.path.name} --prepare failed (exit {proc.returncode}): "
                             f"{kit.tail_text(proc.stderr or proc.stdout)}")
@@ -500,7 +500,7 @@ class MariadbPhysicalEngine(MariadbEngine):
     def _extract(argv: list[str], source: RestoreSource, what: str) -> None:
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd="/",
-                                    env=dict(CHILD_ENV))
+                                    env=kit.minimal_env(SBIN_PATH))
             kit.set_pipe_size(proc.stdin)
             try:
                 source.stream_to("data", proc.stdin)

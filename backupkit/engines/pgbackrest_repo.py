@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed, VerificationFailed
-from .kit import find_tool, run_as_argv, set_pipe_size, tail_text
+from .kit import find_tool, minimal_env, run_as_argv, set_pipe_size, tail_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ TAR_ROOT = "repo"  # every member of the data stream lives under repo/ (the layo
 
 def child_env() -> dict[str, str]:
     """The environment of every pgbackrest child: no PGBACKREST_* (the cipher pass would travel there)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+    return minimal_env()
 
 
 @dataclass
