@@ -8,9 +8,11 @@ and SIGTERM, SIGHUP or SIGKILL is delivered to the real process.
 import json
 import os
 import signal
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +50,24 @@ def _work(ws) -> Path:
 
 
 def _configure(ws):
+    """The workspace's own work_dir, and its own TMPDIR: what a drill puts in the system temp directory (the
+    scratch's socket directory, a fallback private root) lands there, so _temp_leftovers sees this test's
+    leftovers only, never those of another run sharing the machine's /tmp."""
     ws.edit_config(lambda c: c.update(work_dir=str(_work(ws))))
+    tmp = Path(tempfile.mkdtemp(prefix="bk-test-tmpdir-"))  # in /tmp: the scratch's OS user must reach it
+    os.chmod(tmp, 0o1777)  # like /tmp: the scratch server's OS user (postgres) creates its socket directory here
+    _TMPDIRS.append(tmp)
+    ws.extra_env["TMPDIR"] = str(tmp)
+
+
+_TMPDIRS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_tmpdirs():
+    yield
+    while _TMPDIRS:
+        shutil.rmtree(_TMPDIRS.pop(), ignore_errors=True)
 
 
 def _paused(ws, point: str, *args: str) -> subprocess.Popen:
@@ -76,10 +95,10 @@ def _deliver(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def _temp_leftovers(since: float) -> list[Path]:
-    tmp = Path("/tmp")
-    return [p for pat in ("bk-pg-scratch-*", "bk-pgsock-*", "backupkit-drill-*") for p in tmp.glob(pat)
-            if p.stat().st_mtime >= since]
+def _temp_leftovers(ws) -> list[Path]:
+    """What the workspace's drills left in its TMPDIR (see _configure)."""
+    tmp = Path(ws.extra_env["TMPDIR"])
+    return [p for pat in ("bk-pg-scratch-*", "bk-pgsock-*", "backupkit-drill-*") for p in tmp.glob(pat)]
 
 
 def _postmasters_under(*roots: Path) -> list[int]:
@@ -143,10 +162,9 @@ def test_pg_drill_in_progress_is_private(pg_workspace):
     ws = pg_workspace
     _configure(ws)
     ws.ok("backup", "his", "--no-copy")
-    since = time.time()
     proc = _paused(ws, "drill-after-restore", "drill", "his")
     try:
-        roots = [ws.repo, _work(ws), *_temp_leftovers(since)]
+        roots = [ws.repo, _work(ws), *_temp_leftovers(ws)]
         assert _postmasters_under(*roots), "a scratch server is running at this point"
         assert nobody_can_read(*roots) == []
     finally:
@@ -192,12 +210,11 @@ def test_pg_drill_interrupted_tears_down_and_records(pg_workspace, point, sig):
     ws = pg_workspace
     _configure(ws)
     ws.ok("backup", "his", "--no-copy")
-    since = time.time()
     proc = _paused(ws, point, "drill", "his")
-    pids = _postmasters_under(_work(ws), *_temp_leftovers(since))
+    pids = _postmasters_under(_work(ws), *_temp_leftovers(ws))
     code, _, err = _deliver(proc, sig)
     assert code == 128 + sig, err
-    assert list(_work(ws).iterdir()) == [] and _temp_leftovers(since) == []
+    assert list(_work(ws).iterdir()) == [] and _temp_leftovers(ws) == []
     assert not any(_alive(p) for p in pids)
     body = json.loads(ws.ledger_rows("drill")[-1][3])
     assert body["verdict"] == "interrupted"
@@ -229,20 +246,19 @@ def test_pg_drill_sigkilled_leaves_no_server_after_the_next_run(pg_workspace, po
     ws = pg_workspace
     _configure(ws)
     ws.ok("backup", "his", "--no-copy")
-    since = time.time()
     proc = _paused(ws, point, "drill", "his")
     time.sleep(0.5)
     _deliver(proc, signal.SIGKILL)
     deadline = time.time() + 60  # the background start may still be bringing the server up
-    while time.time() < deadline and not _postmasters_under(_work(ws), *_temp_leftovers(since)):
+    while time.time() < deadline and not _postmasters_under(_work(ws), *_temp_leftovers(ws)):
         time.sleep(0.2)
-    pids = _postmasters_under(_work(ws), *_temp_leftovers(since))
+    pids = _postmasters_under(_work(ws), *_temp_leftovers(ws))
     if point == "drill-after-restore":  # after provision the server may still have been in initdb
         assert pids and any(_alive(p) for p in pids), "the killed drill left its scratch server running"
     assert list(_work(ws).iterdir()), "the killed drill left its work directory"
     ws.ok("drill", "his")  # the next run of that system cleans up first, then drills
     assert not any(_alive(p) for p in pids)
-    assert list(_work(ws).iterdir()) == [] and _temp_leftovers(since) == []
+    assert list(_work(ws).iterdir()) == [] and _temp_leftovers(ws) == []
     verdicts = [json.loads(r[3])["verdict"] for r in ws.ledger_rows("drill")]
     assert verdicts[-2:] == ["abandoned", "passed"]
 
