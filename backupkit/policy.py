@@ -52,7 +52,8 @@ class BackupSpec(_Strict):
     at: str = "02:00"
     compression_level: int = Field(3, ge=1, le=19)
     threads: int | None = Field(None, ge=0)  # zstd worker threads; default = CPU count
-    long_distance: bool = True  # zstd long-distance matching (16 MiB window)
+    # zstd long-distance matching (16 MiB window); None: the engine's default (Engine.long_distance)
+    long_distance: bool | None = None
 
     @field_validator("at")
     @classmethod

@@ -222,3 +222,29 @@ def test_mariadb_concurrent_writes_during_backup_still_drill_exact(mdb_workspace
     assert json.loads((bdir / "manifest.json").read_text())["consistency"]["exactness"] == "exact"
     rec = json.loads(ws.ok("drill", "lis", "--json").out)
     assert rec["verdict"] == "passed", rec["deviations"]
+
+
+def _zstd_window(ws, bdir) -> int:
+    """The zstd window of the backup's dump stream, read from its frame header after age decryption."""
+    import pyrage
+    import zstandard
+
+    manifest = json.loads((bdir / "manifest.json").read_text())
+    stream = next(s for s in manifest["streams"] if s["name"] == "data")
+    identity = pyrage.x25519.Identity.from_str(
+        next(ln for ln in (ws.keys / "identity.txt").read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")))
+    frame = pyrage.decrypt((bdir / stream["file"]).read_bytes(), [identity])
+    return zstandard.get_frame_parameters(frame[:18]).window_size
+
+
+def test_mariadb_dumps_are_compressed_without_long_distance_matching_unless_the_policy_asks(mdb_workspace):
+    """SQL text gains nothing from a 16 MiB window (docs/benchmarks.md): MariaDB's default is off, the policy
+    can still turn it on; PostgreSQL keeps it (tests/test_postgres_cli.py backs up with the default)."""
+    ws = mdb_workspace
+    ws.ok("backup", "lis", "--no-copy")
+    (first,) = ws.backups("lis")
+    assert _zstd_window(ws, first) < 16 << 20
+    ws.edit_policy(lambda p: p.update(backup={"long_distance": True}), system="lis")
+    ws.ok("backup", "lis", "--no-copy")
+    (second,) = [b for b in ws.backups("lis") if b != first]
+    assert _zstd_window(ws, second) == 16 << 20

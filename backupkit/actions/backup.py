@@ -130,7 +130,9 @@ def _backup_committed(ctx: Context, policy: Policy, *, trigger: str, planned: st
             staging = repo.new_staging(policy.system, backup_id, operator=ctx.operator["user"])
             try:
                 sink = DirectorySink(staging, recipients, level=policy.backup.compression_level,
-                                     threads=policy.backup.threads, long_distance=policy.backup.long_distance)
+                                     threads=policy.backup.threads,
+                                     long_distance=engine.long_distance if policy.backup.long_distance is None
+                                     else policy.backup.long_distance)
                 logger.info("system %s: dumping %s", policy.system, engine.describe_source(policy))
                 with progress.task(f"{policy.system} backup") as advance:
                     sink.on_bytes = advance

@@ -134,6 +134,9 @@ class Engine(RestoreTargetMixin, abc.ABC):
     """One database engine. Subclasses live in ``backupkit/engines/<name>.py``."""
 
     name: str = ""
+    # zstd long-distance matching unless the policy says otherwise: it pays where the dump repeats itself
+    # over megabytes (pg_dump's uncompressed custom archive), not for SQL text (mariadb-dump)
+    long_distance: bool = True
 
     @abc.abstractmethod
     def dump(self, *, policy, sink: DumpSink) -> DumpResult:

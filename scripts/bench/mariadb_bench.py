@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path(os.environ.get("BENCH_DIR", "/var/tmp/backupkit-bench")) / "mariadb")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    from run import compile_backupkit
+
+    compile_backupkit()
     ratios = measure(args.scale, args.repeat, args.workdir)
     print(f"backupkit MariaDB benchmark: scale {args.scale:g}, {args.repeat} rounds")
     failed = False

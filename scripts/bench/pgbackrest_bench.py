@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    from run import compile_backupkit
+
+    compile_backupkit()
     res = measure(args.rows, args.repeat)
     failed = False
     for key, name, target in ROWS:
