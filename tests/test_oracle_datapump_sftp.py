@@ -68,7 +68,7 @@ def test_dump_and_drill_upload_over_sftp(engine, hosts, sshd, secrets_dir, dump_
     dp = result.details["datapump"]
     assert dp["transfer"] == f"sftp {sshd.user}@127.0.0.1:{sshd.port}"
     # the dump is not read through SQL (the small export log still is)
-    assert {c.binds["file_name"] for c in src.sql("DBMS_LOB.READ")} == {f"{dp['job']}.log"}
+    assert {c.binds["file_name"] for c in src.sql("DBMS_LOB.READ")} == {f"{dp['job'][:9]}EXPORT.log"}
     [stream] = sink.streams
     assert stream.content_bytes == dp["dump_bytes"] > 70_000
     assert [c.binds for c in src.sql("FROM all_directories")] == [{"name": "DATA_PUMP_DIR"}]

@@ -109,8 +109,9 @@ def test_export_sends_exact_plsql_and_uses_one_scn_everywhere(engine, servers, s
     assert "COMPRESSION" not in open_call.sql and "ENCRYPTION" not in open_call.sql  # licensed options: never
     job = open_call.binds["job_name"]
     assert re.fullmatch(r"BK[0-9A-F]{6}_[0-9A-F]{8}", job) and len(job) <= 30
-    assert open_call.binds == {"job_name": job, "version": "COMPATIBLE", "dump_file": f"{job}.dmp",
-                               "log_file": f"{job}.log", "directory": "DATA_PUMP_DIR",
+    dmp, log = f"{job[:9]}EXPORT.dmp", f"{job[:9]}EXPORT.log"  # one name per policy: see the killed-run test
+    assert open_call.binds == {"job_name": job, "version": "COMPATIBLE", "dump_file": dmp,
+                               "log_file": log, "directory": "DATA_PUMP_DIR",
                                "schema_expr": "IN ('HIS')", "scn": scn, "handle": "<out>"}
     # every fingerprint query reads AS OF SCN with the export's SCN
     fp_calls = src.sql("SELECT COUNT(*), LPAD")
@@ -120,15 +121,16 @@ def test_export_sends_exact_plsql_and_uses_one_scn_everywhere(engine, servers, s
     assert src.sql("DBMS_DATAPUMP.GET_STATUS")[0].binds["timeout"] == 1
     assert len(src.sql("DBMS_DATAPUMP.DETACH")) == 1 and not src.sql("STOP_JOB(handle => :handle")
     # the dump was streamed in ≤ 32767-byte DBMS_LOB.READ calls at contiguous offsets, then removed with its log
-    reads = [c.binds for c in src.sql("DBMS_LOB.READ") if c.binds["file_name"] == f"{job}.dmp"]
+    reads = [c.binds for c in src.sql("DBMS_LOB.READ") if c.binds["file_name"] == dmp]
     assert len(reads) > 2 and all(r["amount"] <= 32767 for r in reads)
     offsets = [r["offset"] for r in reads]
     assert offsets == [1 + sum(r["amount"] for r in reads[:i]) for i in range(len(reads))]
     assert sink.streams[0].name == "data" and sink.streams[0].content_bytes == result.details["datapump"]["dump_bytes"]
     assert sum(r["amount"] for r in reads) == result.details["datapump"]["dump_bytes"]
-    assert [c.binds["file_name"] for c in src.sql("UTL_FILE.FREMOVE")] == [f"{job}.dmp", f"{job}.log"]
+    # swept before the export (nothing left by an earlier run here), removed after it
+    assert [c.binds["file_name"] for c in src.sql("UTL_FILE.FREMOVE")] == [dmp, log, dmp, log]
     assert src.directories["DATA_PUMP_DIR"] == {} and src.jobs == {} and src.master_tables == set()
-    assert result.details["server_files_removed"] == [f"{job}.dmp", f"{job}.log"]
+    assert result.details["server_files_removed"] == [dmp, log] and "orphans_cleaned" not in result.details
 
     fp = result.fingerprints
     assert set(fp) == {"PATIENTS", "EMPTY", "schema"}
@@ -266,6 +268,24 @@ def test_jobs_left_by_a_killed_run_are_cleaned_at_the_next_backup(engine, server
     assert result.details["orphans_cleaned"][0]["job"] == left
     assert result.details["orphans_cleaned"][0]["files_removed"] == [f"{left}.dmp"]
     assert src.jobs == {} and src.master_tables == set() and src.directories["DATA_PUMP_DIR"] == {}
+
+
+def test_files_of_a_run_killed_after_its_export_finished_are_removed_at_the_next_backup(engine, servers, secrets_dir,
+                                                                                       sink_factory, caplog):
+    """Killed after the export completed: no job is left to find the files by, but their names are the
+    policy's own, so the next backup removes the plaintext dump before it exports again."""
+    from backupkit.engines.oracle import export_files
+
+    src, _ = servers
+    dmp, log = export_files("his")
+    src.directories["DATA_PUMP_DIR"][dmp] = bytearray(b"a whole plaintext export of HIS")
+    src.directories["DATA_PUMP_DIR"][log] = bytearray(b"Job successfully completed")
+    caplog.set_level(logging.WARNING)
+    result = engine.dump(policy=policy(secrets_dir), sink=sink_factory())
+    assert result.details["orphans_cleaned"] == [{"files_removed": [dmp, log]}]
+    assert f"removed {dmp} and {log} left in DATA_PUMP_DIR by an interrupted run" in caplog.text
+    assert src.directories["DATA_PUMP_DIR"] == {}
+    assert result.details["datapump"]["dump_bytes"] > len(b"a whole plaintext export of HIS")  # a new export
 
 
 def test_interrupt_stops_the_job(engine, servers, secrets_dir, sink_factory):
@@ -547,3 +567,34 @@ def test_credentials_and_blocks_are_checked_at_load(tmp_path, secrets_dir):
     f = write_policy(tmp_path, secrets_dir, {"dsn": "db:1521/HIS", "oracle": {"schema": "HIS; DROP"}})
     with pytest.raises(ConfigError, match=r"field 'source.oracle.schema'.*is not an Oracle schema name"):
         load_policy(f)
+
+
+def test_what_a_killed_drill_left_on_the_scratch_database_is_dropped_by_cleanup(engine, servers, secrets_dir,
+                                                                                sink_factory, age_keys, tmp_path,
+                                                                                monkeypatch):
+    """A drill killed before its teardown leaves the scratch user (the restored schema, patient data) and the
+    uploaded dump on the scratch database; ``drop_leftover_scratch`` finds them by the name derived from the
+    dead drill's work directory and drops them, with the proof."""
+    from backupkit.engines.oracle import scratch_user
+
+    src, scratch_db = servers
+    pol = policy(secrets_dir)
+    sink = sink_factory()
+    result = engine.dump(policy=pol, sink=sink)
+    with monkeypatch.context() as m:  # as if SIGKILLed after the import: no teardown ran
+        m.setattr(OracleEngine, "_teardown", lambda self, h: {})
+        drill(engine, pol, sink, result, age_keys, tmp_path)
+    user = scratch_user(tmp_path / "drill")
+    files = [f"BKI_{user[4:]}.dmp", f"BKI_{user[4:]}.log"]
+    assert user in scratch_db.users and "PATIENTS" in scratch_db.schemas[user]
+    for f in files:  # killed during the import: the uploaded dump and the log are still there too
+        scratch_db.directories["DATA_PUMP_DIR"][f] = bytearray(b"plaintext dump")
+    other = scratch_user(tmp_path / "another-drill")
+    scratch_db.users.add(other)  # a live drill's user: never touched
+    proof = engine.drop_leftover_scratch(policy=pol, workdir=tmp_path / "drill")
+    assert user not in scratch_db.users and not set(files) & set(scratch_db.directories["DATA_PUMP_DIR"])
+    assert other in scratch_db.users
+    assert proof["user"] == user and (proof["user_exists"], proof["job_exists"], proof["file_exists"]) == (
+        False, False, False) and kit.proof_clean(proof) and "errors" not in proof
+    again = engine.drop_leftover_scratch(policy=pol, workdir=tmp_path / "drill")  # nothing left: still clean
+    assert again["user_created"] is False and kit.proof_clean(again) and "errors" not in again

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from backupkit.engines import kit
+from backupkit.evidence.report import teardown_summary
+
+from test_mariadb_cli import mdb_workspace  # noqa: F401  (fixture)
 from test_postgres_cli import pg_workspace  # noqa: F401  (fixture)
 
 READER = r"""
@@ -363,3 +367,63 @@ def test_a_damaged_fingerprint_key_stream_fails_the_drill(workspace):
         f.write(b"\0" * 4)
     r = workspace.run("drill", "demo-lis")
     assert r.code == 3 and "fpkey" in r.out + r.err, r
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mariadb"])
+def test_a_killed_drill_leaves_no_restored_database_on_the_scratch_server(request, engine):
+    """A database scratch lives on a server, outside the work directory: after a SIGKILL, cleanup drops it
+    (found by the name derived from the dead drill's work directory) and records the proof."""
+    from fixtures.mariadb import mdb_connect
+    from fixtures.postgres import PG_HOST, PG_PORT, PG_USER, pg_exec
+
+    if engine == "postgres":
+        ws, system = request.getfixturevalue("pg_workspace"), "his"
+        dsn = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+
+        def scratch_databases() -> list[str]:
+            import psycopg
+
+            with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=postgres") as c:
+                return [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname LIKE "
+                                                "'backupkit\\_drill\\_his\\_%' ORDER BY 1")]
+    else:
+        ws, system = request.getfixturevalue("mdb_workspace"), "lis"
+        server = request.getfixturevalue("mdb_scratch_server")
+        dsn = f"mariadb://root@127.0.0.1:{server.port}/"
+
+        def scratch_databases() -> list[str]:
+            conn = mdb_connect(port=server.port)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SHOW DATABASES LIKE 'backupkit\\_drill\\_lis\\_%'")
+                    return sorted(r[0] for r in cur.fetchall())
+            finally:
+                conn.close()
+    ws.edit_policy(lambda p: p["drill"].update(scratch={"type": "database", "dsn": dsn}), system=system)
+    _configure(ws)
+    ws.ok("backup", system, "--no-copy")
+    proc = _paused(ws, "drill-after-restore", "drill", system)
+    left = scratch_databases()
+    assert len(left) == 1, left  # restored, with the patients' data in it
+    (work,) = list(_work(ws).iterdir())
+    assert left[0].endswith(kit.scratch_tag(work / "scratch"))
+    _deliver(proc, signal.SIGKILL)
+    assert scratch_databases() == left, "a SIGKILLed drill cannot have dropped it"
+    try:
+        ws.ok("cleanup")
+        assert scratch_databases() == []
+        body = json.loads(ws.ledger_rows("drill")[-1][3])
+        assert body["verdict"] == "abandoned"
+        td = body["teardown"]
+        assert td["database"] == left[0] and td["database_exists"] is False and td["workdir_exists"] is False
+        assert kit.proof_clean(td) and teardown_summary(td, "en")[1] is True
+        ws.ok("drill", system)  # and the next drill drops its own scratch as usual
+        assert scratch_databases() == []
+    finally:
+        for name in scratch_databases():
+            if engine == "postgres":
+                pg_exec("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            else:
+                conn = mdb_connect(port=server.port)
+                conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+                conn.close()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..context import Context
+from ..engines import engine_for
 from ..engines.kit import process_cmdline, process_running, stop_process
 from ..workdir import PREFIX, base_dir, try_claim
 
@@ -85,11 +86,27 @@ def leftovers(ctx: Context, system: str | None = None) -> list[tuple[Path, int, 
     return found
 
 
+def drop_server_scratch(ctx: Context, directory: Path, info: dict) -> dict:
+    """What a killed drill created on a scratch *server* (a database, an Oracle user), dropped through its
+    engine: the teardown facts to merge into the abandoned record ({} when there is nothing to drop)."""
+    system = info.get("system")
+    if info.get("kind", "drill") != "drill" or not system:
+        return {}
+    try:
+        policy = ctx.policy(system)
+        proof = engine_for(policy).drop_leftover_scratch(policy=policy, workdir=directory / "scratch")
+    except Exception as e:  # noqa: BLE001 - unreachable scratch server, policy gone: say so, keep cleaning
+        logger.error("cleanup of %s: could not drop what its drill created on the scratch server: %s", directory, e)
+        return {"scratch_error": " ".join(str(e).split()), "scratch_dropped_exists": None}
+    return dict(proof or {})
+
+
 def clean(ctx: Context, system: str | None = None) -> list[dict]:
     """Destroy every leftover work directory (of ``system``, or all) and record each; return the records' bodies."""
     done = []
     for d, fd, info in leftovers(ctx, system):
         try:
+            scratch = drop_server_scratch(ctx, d, info)
             servers = stop_servers(d)
             helpers = stop_helpers(d)
             for extra in info.get("scratch_roots", []):  # cluster roots outside the work directory
@@ -103,7 +120,7 @@ def clean(ctx: Context, system: str | None = None) -> list[dict]:
             if fd >= 0:
                 os.close(fd)
         proof = {"workdir": str(d), "workdir_exists": d.exists(), "servers": servers, "helpers_stopped": helpers,
-                 "postmaster_running": any(s["postmaster_running"] for s in servers)}
+                 "postmaster_running": any(s["postmaster_running"] for s in servers), **scratch}
         sys_ = info.get("system") or "*"
         body = {"drill_id": info.get("id"), "system": sys_, "verdict": "abandoned", "started": info.get("started"),
                 "interrupted_process": {k: info.get(k) for k in ("pid", "process_start", "host")},

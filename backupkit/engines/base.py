@@ -156,6 +156,13 @@ class Engine(RestoreTargetMixin, abc.ABC):
         resolves to the policy's source.
         """
 
+    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
+        """After a drill was killed (SIGKILL, power loss) before its teardown: destroy what its scratch
+        created *outside* ``workdir`` (the ``workdir`` it was given; the caller deletes the directory itself),
+        and return the teardown proof; None when this engine's scratch keeps nothing elsewhere. Names come
+        from ``kit.scratch_tag(workdir)``, so only what that very drill created is touched."""
+        return None
+
     @abc.abstractmethod
     def restore(self, *, policy, scratch: Scratch, source: RestoreSource) -> None:
         """Restore every stream of ``source`` into ``scratch``."""

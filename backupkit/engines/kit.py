@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
@@ -63,6 +64,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.endswith("_CIPHER_PASS")}
     env.update(extra or {})
     return env
+
+
+def scratch_tag(workdir: Path, length: int = 8) -> str:
+    """The name part of what a drill creates on a scratch *server* (a database, an Oracle user): derived from
+    the drill's private work directory (random, unique), so that ``backupkit cleanup`` and the next drill can
+    find and drop what a killed drill left there from the work directory it left behind (lower-case hex)."""
+    return hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:length]
 
 
 def minimal_env(path: str | None = None) -> dict[str, str]:

@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -460,7 +459,7 @@ class MariadbEngine(Engine):
         # live on production, so the scratch server must not be the source server at all.
         checked = self._refuse_source(policy, admin.with_db(None), what, same_database_only=False)
         client = client_tool(_options(policy).get("bin_dir"))
-        name = f"backupkit_drill_{policy.system.replace('-', '_')}_{secrets.token_hex(4)}"
+        name = self._scratch_database_name(policy, workdir)
         with contextlib.closing(connect(admin, what=what, database=False)) as conn:
             version, scheduler = query(conn, "SELECT @@version, @@event_scheduler")[0]
         scratch = Scratch(kind="database")
@@ -473,6 +472,18 @@ class MariadbEngine(Engine):
             yield scratch
         finally:
             scratch.teardown_proof = self._drop_database(admin, name, what)
+
+    @staticmethod
+    def _scratch_database_name(policy, workdir: Path) -> str:
+        return f"backupkit_drill_{policy.system.replace('-', '_')}_{kit.scratch_tag(workdir)}"
+
+    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
+        spec = policy.drill.scratch
+        if spec.type != "database" or not spec.dsn:
+            return None  # an ephemeral server lives in the work directory: cleanup stops and deletes it there
+        what = f"policy {policy.system}: leftover drill scratch"
+        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
+        return self._drop_database(admin, self._scratch_database_name(policy, workdir), what)
 
     @staticmethod
     def _drop_database(admin: Endpoint, name: str, what: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed
 from ..failpoint import failpoint
+from . import kit
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
 from .oracle_conn import (
     ConnectSpec,
@@ -75,6 +76,19 @@ RESET_SCHEMA_BLOCK = ("BEGIN EXECUTE IMMEDIATE 'ALTER SESSION SET CURRENT_SCHEMA
 
 def _is_rman(policy) -> bool:
     return policy.source.oracle is not None and policy.source.oracle.mode == "rman"
+
+
+def scratch_user(workdir: Path) -> str:
+    """The drill's scratch user, ``BKD_<12 hex>`` from its work directory (kit.scratch_tag); its import job
+    and files are ``BKI_<same hex>``: what ``drop_leftover_scratch`` drops after a killed drill."""
+    return "BKD_" + kit.scratch_tag(workdir, 12).upper()
+
+
+def export_files(system: str) -> tuple[str, str]:
+    """The export's dump and log file in the source's DIRECTORY: one name per policy (``BK<hash>_EXPORT``),
+    so the next backup removes what a run killed after its export finished left there (the policy lock
+    rules out a live run using them)."""
+    return f"{job_prefix(system)}EXPORT.dmp", f"{job_prefix(system)}EXPORT.log"
 
 
 def job_prefix(system: str) -> str:
@@ -159,12 +173,17 @@ class OracleEngine(Engine):
             raise
         dp = DataPump(conn, directory=opt.directory, what=what)
         job = job_prefix(policy.system) + secrets.token_hex(4).upper()
-        dump_file, log_file = f"{job}.dmp", f"{job}.log"
+        dump_file, log_file = export_files(policy.system)
         details: dict[str, Any] = {"schema": opt.schema_name, "directory": opt.directory, "warnings": []}
         started_job = False
         try:
             ident = server_identity(conn, what)
             orphans = dp.clean_orphans(job_prefix(policy.system))
+            left = [f for f in (dump_file, log_file) if dp.remove(f)]  # a killed run's finished export
+            if left:
+                logger.warning("%s: removed %s left in %s by an interrupted run", what, " and ".join(left),
+                               opt.directory)
+                orphans.append({"files_removed": left})
             if orphans:
                 details["orphans_cleaned"] = orphans
             if not _scalar(conn, SCHEMA_EXISTS_SQL, {"schema": opt.schema_name}):
@@ -303,7 +322,7 @@ class OracleEngine(Engine):
             src_ident = self._source_identity(policy)
             if src_ident is not None and src_ident.dbid == ident.dbid:
                 raise ConfigError(self._refusal(policy, spec, ident))
-            user = "BKD_" + secrets.token_hex(6).upper()
+            user = scratch_user(workdir)
             if (policy.source.oracle and user == policy.source.oracle.schema_name) or _scalar(
                     conn, USER_EXISTS_SQL, {"username": user}):
                 raise JobFailed(f"{spec.what}: user {user} already exists on the scratch database; refusing to touch it")
@@ -343,6 +362,30 @@ class OracleEngine(Engine):
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
+        """The scratch user (and its import job and files) a killed Data Pump drill left on the scratch
+        database. Mode rman: None (its stage directory and catalog entries on the database host are not
+        swept; docs/oracle.md)."""
+        if _is_rman(policy):
+            return None
+        spec = scratch_spec(policy)
+        opt = policy.drill.scratch.oracle
+        conn = self._open(spec)
+        user = scratch_user(workdir)
+        job = "BKI_" + user[4:]
+        try:
+            ident = server_identity(conn, spec.what)
+            exists = bool(_scalar(conn, USER_EXISTS_SQL, {"username": user}))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        h = OracleScratchHandle(conn=conn, spec=spec, identity=ident, user=user, directory=opt.directory,
+                                tablespace=opt.tablespace, poll_seconds=opt.poll_seconds,
+                                max_job_seconds=opt.max_job_seconds, created=exists, jobs=[job],
+                                files=[f"{job}.dmp", f"{job}.log"])
+        return self._teardown(h)
 
     def _teardown(self, h: OracleScratchHandle) -> dict[str, Any]:
         dp = DataPump(h.conn, directory=h.directory, what=h.spec.what)

@@ -37,6 +37,7 @@ from psycopg import sql
 
 from ..errors import BackupkitError, ConfigError, JobFailed
 from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
+from . import kit
 from .kit import Child, stream_child
 from .pg_cluster import EphemeralCluster, find_tool, newest_server_bindir, private_root, server_os_user
 from .pg_conn import (
@@ -341,7 +342,7 @@ class PostgresEngine(Engine):
             raise ConfigError(f"policy {policy.system}: drill.scratch.type database needs drill.scratch.dsn")
         admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
         checked = self._refuse_source(policy, admin, what)
-        name = f"backupkit_drill_{policy.system.replace('-', '_')}_{secrets.token_hex(4)}"
+        name = self._scratch_database_name(policy, workdir)
         with connect(admin, what=what) as conn:
             major, superuser = conn.execute("SELECT current_setting('server_version_num')::int / 10000, rolsuper "
                                             "FROM pg_roles WHERE rolname = current_user").fetchone()
@@ -358,6 +359,18 @@ class PostgresEngine(Engine):
             yield scratch
         finally:
             scratch.teardown_proof = self._drop_database(admin, name, what)
+
+    @staticmethod
+    def _scratch_database_name(policy, workdir: Path) -> str:
+        return f"backupkit_drill_{policy.system.replace('-', '_')}_{kit.scratch_tag(workdir)}"
+
+    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
+        spec = policy.drill.scratch
+        if spec.type != "database" or not spec.dsn:
+            return None  # an ephemeral cluster lives in the work directory: cleanup stops and deletes it there
+        what = f"policy {policy.system}: leftover drill scratch"
+        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
+        return self._drop_database(admin, self._scratch_database_name(policy, workdir), what)
 
     @staticmethod
     def _drop_database(admin: Endpoint, name: str, what: str) -> dict[str, Any]:
