@@ -594,3 +594,54 @@ def test_an_aux_sid_that_reaches_the_source_database_is_never_dropped(engine, or
     st = oracle_host.state()
     assert not any("DROP DATABASE" in i["commands"] for i in st["invocations"] if i["program"] == "rman")
     assert st["aux"]["AUX1"]["state"] == "open" and "production_dropped" not in st
+
+
+@pytest.mark.parametrize("aux", [None, "AUX1"])
+def test_what_a_killed_rman_drill_left_on_the_database_host_is_swept_by_cleanup(engine, oracle_host, secrets_dir,
+                                                                                dump_dir, age_keys, tmp_path,
+                                                                                monkeypatch, aux):
+    """Killed after the upload (and, with an auxiliary instance, after DUPLICATE opened the copy): the stage
+    directory, its cataloged pieces and the opened copy stay on the database host. ``drop_leftover_scratch``
+    finds the stage by the name derived from the dead drill's work directory and removes all three."""
+    from backupkit.engines.oracle_rman import Rman
+
+    if aux:
+        oracle_host.update(aux={"AUX1": {"state": "nomount"}})
+    pol = policy(oracle_host, secrets_dir, aux=aux)
+    result, sink = backup(engine, pol, dump_dir, age_keys)
+    with monkeypatch.context() as m:  # as if SIGKILLed after restore(): no teardown ran
+        m.setattr(Rman, "_teardown", lambda self, h: {})
+        _, _, _, info, _ = run_drill(engine, pol, sink, result, age_keys, tmp_path)
+    stage = info["stage_dir"]
+    assert stage == f"{oracle_host.work}/backupkit-drill-{kit.scratch_tag(tmp_path / 'drill', 12)}"
+    st = oracle_host.state()
+    assert Path(stage).is_dir() and len(st["cataloged"]) == 4 and all(c.startswith(stage) for c in st["cataloged"])
+    assert st["aux"].get("AUX1", {}).get("state") == ("open" if aux else None)
+    proof = engine.drop_leftover_scratch(policy=pol, workdir=tmp_path / "drill")
+    st = oracle_host.state()
+    assert not Path(stage).exists() and st["cataloged"] == [] and "production_dropped" not in st
+    assert proof["stage_exists"] is False and proof["pieces_cataloged_exists"] is False and "errors" not in proof
+    if aux:
+        assert st["aux"]["AUX1"]["state"] == "dropped" and proof["aux_open"] is False
+    assert kit.proof_clean(proof) and teardown_summary(proof, "en")[1] is True
+    # nothing left now: the next sweep only looks
+    n = len(invocations(oracle_host, "rman"))
+    again = engine.drop_leftover_scratch(policy=pol, workdir=tmp_path / "drill")
+    assert again == {"stage_dir": stage, "aux_instance": aux, "stage_exists": False}
+    assert len(invocations(oracle_host, "rman")) == n
+
+
+def test_a_leftover_sweep_never_drops_an_aux_sid_that_reports_the_source_dbid(engine, oracle_host, secrets_dir,
+                                                                               tmp_path):
+    """The auxiliary SID reaches a database with the source's DBID (misconfigured, or it *is* production):
+    the sweep drops nothing there."""
+    oracle_host.update(aux={"AUX1": {"state": "open"}})
+    st = oracle_host.state()
+    st["db"]["dbid"] = 2222  # what the stand-in's AUX1 reports
+    oracle_host.update(db=st["db"])
+    pol = policy(oracle_host, secrets_dir, aux="AUX1")
+    proof = engine.drop_leftover_scratch(policy=pol, workdir=tmp_path / "never-ran")
+    st = oracle_host.state()
+    assert st["aux"]["AUX1"]["state"] == "open" and not any(
+        "DROP DATABASE" in i["commands"] for i in invocations(oracle_host, "rman"))
+    assert proof["stage_exists"] is False

@@ -311,7 +311,7 @@ class OracleEngine(Engine):
         """Connect to the scratch database; refuse it (before creating anything) when its DBID is the source's.
         The scratch user is created by restore() and dropped here on exit, with its files and jobs."""
         if _is_rman(policy):
-            with Rman(self).scratch(policy) as s:
+            with Rman(self).scratch(policy, workdir) as s:
                 yield s
             return
         spec = scratch_spec(policy)
@@ -365,10 +365,9 @@ class OracleEngine(Engine):
 
     def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
         """The scratch user (and its import job and files) a killed Data Pump drill left on the scratch
-        database. Mode rman: None (its stage directory and catalog entries on the database host are not
-        swept; docs/oracle.md)."""
+        database; in mode rman, its stage directory, catalog entries and duplicated copy on the database host."""
         if _is_rman(policy):
-            return None
+            return Rman(self).drop_leftover(policy, workdir)
         spec = scratch_spec(policy)
         opt = policy.drill.scratch.oracle
         conn = self._open(spec)

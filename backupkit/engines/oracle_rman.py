@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from ..errors import ConfigError, JobFailed
+from . import kit
 from .base import CheckResult, DumpResult, DumpSink, Scratch
 from .oracle_conn import one_line, scratch_spec, server_identity, source_spec
 from .oracle_fingerprint import fingerprints, method_for
@@ -58,6 +59,9 @@ def run_tag(base: str, now: datetime) -> str:
 
 def piece_stream(i: int) -> str:
     return f"piece-{i:03d}"
+
+
+STAGE_PREFIX = "backupkit-drill"  # <work_dir>/backupkit-drill-<tag> on the database host
 
 
 @dataclass
@@ -234,7 +238,7 @@ class Rman:
     # ---- drill ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def scratch(self, policy) -> Iterator[Scratch]:
+    def scratch(self, policy, workdir=None) -> Iterator[Scratch]:
         opt, sc = policy.source.oracle, policy.drill.scratch.oracle
         aux = sc.aux_instance if sc else None
         what = f"policy {policy.system}: RMAN drill"
@@ -243,7 +247,7 @@ class Rman:
                               f"(ssh.oracle_sid); a drill never duplicates into production: name a separate instance")
         host = self.host(policy, what).connect()
         try:
-            stage = host.make_private_dir("backupkit-drill")
+            stage = host.make_private_dir(STAGE_PREFIX, kit.scratch_tag(workdir, 12) if workdir else None)
             host.sftp.mkdir(posixpath.join(stage, "pieces"), 0o700)
         except BaseException:
             host.close()
@@ -354,6 +358,36 @@ class Rman:
         finally:
             cur.close()
         return row[0] if row else None
+
+    def drop_leftover(self, policy, workdir) -> dict[str, Any]:
+        """What a drill killed before its teardown left on the database host: its stage directory (the
+        uploaded pieces, cataloged in the source's control file) and, if it got that far, the copy opened
+        under the auxiliary SID. That copy is dropped only when the instance reports a DBID and it is not the
+        source's (read under ssh.oracle_sid); a NOMOUNT instance waiting for the next drill is left alone."""
+        sc = policy.drill.scratch.oracle
+        aux = sc.aux_instance if sc else None
+        what = f"policy {policy.system}: leftover RMAN drill"
+        host = self.host(policy, what).connect()
+        try:
+            h = RmanScratch(host=host, stage=host.private_dir(STAGE_PREFIX, kit.scratch_tag(workdir, 12)), aux=aux,
+                            what=what)
+            with contextlib.suppress(OSError):
+                h.uploaded = [posixpath.join(h.pieces, n) for n in sorted(host.sftp.listdir(h.pieces))]
+            h.cataloged = bool(h.uploaded)
+            if aux is not None:
+                rows = self.sqlplus(host, instance_queries(), what=what)  # the source, under ssh.oracle_sid
+                h.source_dbid = next((int(r[0]) for r in rows.get("DB", []) if r and r[0].isdigit()), None)
+                try:
+                    found = [int(r[0]) for r in self.sqlplus(host, instance_queries(), what=what, sid=aux).get("DB", [])
+                             if r and r[0].isdigit()]
+                except JobFailed:  # not mounted (ORA-01507) or not started (ORA-01034): nothing was duplicated
+                    found = []
+                h.duplicated = h.source_dbid is not None and bool(found) and h.source_dbid not in found
+            if not host.exists(h.stage) and not h.duplicated:
+                return {"stage_dir": h.stage, "aux_instance": aux, "stage_exists": False}
+            return self._teardown(h)
+        finally:
+            host.close()
 
     def _aux_is_source(self, h: RmanScratch) -> bool:
         """Last guard before DROP DATABASE: the instance ORACLE_SID=<aux> reaches must not hold the source's DBID."""

@@ -159,9 +159,10 @@ class OracleHost:
 
     # -- files --------------------------------------------------------------------------------------
 
-    def make_private_dir(self, prefix: str) -> str:
-        """A fresh 0700 directory under ``work_dir`` on the host."""
-        path = posixpath.join(self.cfg.work_dir, f"{prefix}-{secrets.token_hex(6)}")
+    def make_private_dir(self, prefix: str, name: str | None = None) -> str:
+        """A fresh 0700 directory ``<prefix>-<name or random hex>`` under ``work_dir`` on the host (an
+        existing one is an error: SFTP mkdir never reuses a directory)."""
+        path = self.private_dir(prefix, name or secrets.token_hex(6))
         try:
             self.sftp.mkdir(path, 0o700)
             self.sftp.chmod(path, 0o700)
@@ -169,6 +170,9 @@ class OracleHost:
             raise JobFailed(f"{self.what}: cannot create {path} on {self.label} ({e}); check work_dir "
                             f"{self.cfg.work_dir} exists and is writable by {self.cfg.user}") from None
         return path
+
+    def private_dir(self, prefix: str, name: str) -> str:
+        return posixpath.join(self.cfg.work_dir, f"{prefix}-{name}")
 
     def put_text(self, path: str, text: str) -> None:
         with self.sftp.open(path, "wb") as f:
