@@ -600,12 +600,10 @@ ORACLE_DBID = "SELECT dbid FROM v$database"
 
 
 def _ora_rows(conn, sql: str, binds: dict | None = None) -> list[tuple]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, binds or {})
-        return cur.fetchall()
-    finally:
-        cur.close()
+    """Every row of ``sql`` (the engine's own helper; imported late: python-oracledb only when Oracle runs)."""
+    from backupkit.engines.oracle import _rows
+
+    return _rows(conn, sql, binds)
 
 
 class OracleAdapter(Adapter):

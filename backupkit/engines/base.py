@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Protocol, TypeVar
 
+from . import kit
+
 
 T = TypeVar("T")
 
@@ -108,6 +110,24 @@ class Scratch:
     handle: Any = None  # engine-private: connection parameters, process, path
     replace_existing: bool = False  # restore --force: drop and replace objects the destination already has
     manifest: dict[str, Any] | None = None  # the signed manifest being restored (set by drill/restore before restore())
+
+
+class DatabaseScratchMixin:
+    """For engines whose ``database`` scratch is a uniquely named database on the scratch server
+    (PostgreSQL, MariaDB): its name, and ``drop_leftover_scratch`` for it. The engine provides
+    ``_scratch_admin(spec, what)`` (the admin endpoint of ``drill.scratch.dsn``) and
+    ``_drop_database(admin, name, what)`` (drop it, return the teardown proof)."""
+
+    @staticmethod
+    def _scratch_database_name(policy, workdir: Path) -> str:
+        return f"backupkit_drill_{policy.system.replace('-', '_')}_{kit.scratch_tag(workdir)}"
+
+    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
+        spec = policy.drill.scratch
+        if spec.type != "database" or not spec.dsn:
+            return None  # an ephemeral server lives in the work directory: cleanup stops and deletes it there
+        what = f"policy {policy.system}: leftover drill scratch"
+        return self._drop_database(self._scratch_admin(spec, what), self._scratch_database_name(policy, workdir), what)
 
 
 class RestoreTargetMixin:

@@ -45,7 +45,7 @@ from typing import Any, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed
 from . import kit
-from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
+from .base import CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch
 from .mariadb_conn import (
     Endpoint,
     connect,
@@ -178,7 +178,7 @@ class _ClientFeed:
             self.proc.wait()
 
 
-class MariadbEngine(Engine):
+class MariadbEngine(DatabaseScratchMixin, Engine):
     """MariaDB and MySQL via PyMySQL, mariadb-dump and the mariadb client."""
 
     name = "mariadb"
@@ -454,7 +454,7 @@ class MariadbEngine(Engine):
         what = f"policy {policy.system}: drill scratch"
         if not spec.dsn:
             raise ConfigError(f"policy {policy.system}: drill.scratch.type database needs drill.scratch.dsn")
-        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
+        admin = self._scratch_admin(spec, what)
         # A MariaDB database is a schema of a shared server: restored events, triggers and definers would
         # live on production, so the scratch server must not be the source server at all.
         checked = self._refuse_source(policy, admin.with_db(None), what, same_database_only=False)
@@ -474,16 +474,8 @@ class MariadbEngine(Engine):
             scratch.teardown_proof = self._drop_database(admin, name, what)
 
     @staticmethod
-    def _scratch_database_name(policy, workdir: Path) -> str:
-        return f"backupkit_drill_{policy.system.replace('-', '_')}_{kit.scratch_tag(workdir)}"
-
-    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
-        spec = policy.drill.scratch
-        if spec.type != "database" or not spec.dsn:
-            return None  # an ephemeral server lives in the work directory: cleanup stops and deletes it there
-        what = f"policy {policy.system}: leftover drill scratch"
-        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
-        return self._drop_database(admin, self._scratch_database_name(policy, workdir), what)
+    def _scratch_admin(spec, what: str) -> Endpoint:
+        return dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
 
     @staticmethod
     def _drop_database(admin: Endpoint, name: str, what: str) -> dict[str, Any]:

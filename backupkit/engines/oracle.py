@@ -91,6 +91,11 @@ def export_files(system: str) -> tuple[str, str]:
     return f"{job_prefix(system)}EXPORT.dmp", f"{job_prefix(system)}EXPORT.log"
 
 
+def import_job(user: str) -> str:
+    """The drill's Data Pump import job (and its ``.dmp``/``.log`` files): ``BKI_`` and the user's hex."""
+    return "BKI_" + user[4:]
+
+
 def job_prefix(system: str) -> str:
     """Data Pump job names of one policy: ``BK<6 hex of the system>_`` (30 characters at most with the suffix)."""
     return "BK" + hashlib.sha256(system.encode()).hexdigest()[:6].upper() + "_"
@@ -330,9 +335,7 @@ class OracleEngine(Engine):
             with contextlib.suppress(Exception):
                 conn.close()
             raise
-        h = OracleScratchHandle(conn=conn, spec=spec, identity=ident, user=user, directory=opt.directory,
-                                tablespace=opt.tablespace, poll_seconds=opt.poll_seconds,
-                                max_job_seconds=opt.max_job_seconds, source_identity=src_ident)
+        h = self._scratch_handle(conn, spec, ident, user, opt, source_identity=src_ident)
         info = {"dsn": spec.dsn, "account": spec.user, "dbid": ident.dbid, "db_name": ident.name,
                 "server_version": f"Oracle {ident.version}", "charset": ident.charset, "user": user,
                 "directory": opt.directory, "tablespace": opt.tablespace, "is_source": False,
@@ -372,7 +375,7 @@ class OracleEngine(Engine):
         opt = policy.drill.scratch.oracle
         conn = self._open(spec)
         user = scratch_user(workdir)
-        job = "BKI_" + user[4:]
+        job = import_job(user)
         try:
             ident = server_identity(conn, spec.what)
             exists = bool(_scalar(conn, USER_EXISTS_SQL, {"username": user}))
@@ -380,11 +383,15 @@ class OracleEngine(Engine):
             with contextlib.suppress(Exception):
                 conn.close()
             raise
-        h = OracleScratchHandle(conn=conn, spec=spec, identity=ident, user=user, directory=opt.directory,
-                                tablespace=opt.tablespace, poll_seconds=opt.poll_seconds,
-                                max_job_seconds=opt.max_job_seconds, created=exists, jobs=[job],
-                                files=[f"{job}.dmp", f"{job}.log"])
-        return self._teardown(h)
+        return self._teardown(self._scratch_handle(conn, spec, ident, user, opt, created=exists, jobs=[job],
+                                                   files=[f"{job}.dmp", f"{job}.log"]))
+
+    @staticmethod
+    def _scratch_handle(conn, spec: ConnectSpec, ident: ServerIdentity, user: str, opt, **state) -> OracleScratchHandle:
+        """The handle of a Data Pump scratch (``opt``: drill.scratch.oracle); ``state``: what exists already."""
+        return OracleScratchHandle(conn=conn, spec=spec, identity=ident, user=user, directory=opt.directory,
+                                   tablespace=opt.tablespace, poll_seconds=opt.poll_seconds,
+                                   max_job_seconds=opt.max_job_seconds, **state)
 
     def _teardown(self, h: OracleScratchHandle) -> dict[str, Any]:
         dp = DataPump(h.conn, directory=h.directory, what=h.spec.what)
@@ -442,7 +449,7 @@ class OracleEngine(Engine):
         _ddl(h.conn, CREATE_USER.format(user=h.user, password=password, ts=h.tablespace))
         h.created = True
         dp = DataPump(h.conn, directory=h.directory, what=what)
-        job = "BKI_" + h.user[4:]
+        job = import_job(h.user)
         dump_file, log_file = f"{job}.dmp", f"{job}.log"
         h.files += [dump_file, log_file]
         host = None

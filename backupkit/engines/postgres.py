@@ -36,8 +36,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import BackupkitError, ConfigError, JobFailed
-from .base import CheckResult, DumpResult, DumpSink, Engine, RestoreSource, Scratch
-from . import kit
+from .base import CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch
 from .kit import Child, stream_child
 from .pg_cluster import EphemeralCluster, find_tool, newest_server_bindir, private_root, server_os_user
 from .pg_conn import (
@@ -121,7 +120,7 @@ def expected_database(scratch: Scratch) -> dict[str, Any] | None:
 
 
 
-class PostgresEngine(Engine):
+class PostgresEngine(DatabaseScratchMixin, Engine):
     """PostgreSQL via psycopg 3 and the pg_dump/pg_restore of the server's major version."""
 
     name = "postgres"
@@ -340,7 +339,7 @@ class PostgresEngine(Engine):
         what = f"policy {policy.system}: drill scratch"
         if not spec.dsn:
             raise ConfigError(f"policy {policy.system}: drill.scratch.type database needs drill.scratch.dsn")
-        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
+        admin = self._scratch_admin(spec, what)
         checked = self._refuse_source(policy, admin, what)
         name = self._scratch_database_name(policy, workdir)
         with connect(admin, what=what) as conn:
@@ -361,16 +360,8 @@ class PostgresEngine(Engine):
             scratch.teardown_proof = self._drop_database(admin, name, what)
 
     @staticmethod
-    def _scratch_database_name(policy, workdir: Path) -> str:
-        return f"backupkit_drill_{policy.system.replace('-', '_')}_{kit.scratch_tag(workdir)}"
-
-    def drop_leftover_scratch(self, *, policy, workdir: Path) -> dict[str, Any] | None:
-        spec = policy.drill.scratch
-        if spec.type != "database" or not spec.dsn:
-            return None  # an ephemeral cluster lives in the work directory: cleanup stops and deletes it there
-        what = f"policy {policy.system}: leftover drill scratch"
-        admin = dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
-        return self._drop_database(admin, self._scratch_database_name(policy, workdir), what)
+    def _scratch_admin(spec, what: str) -> Endpoint:
+        return dsn_endpoint(spec.dsn, what=what, password_file=spec.password_file, password_env=spec.password_env)
 
     @staticmethod
     def _drop_database(admin: Endpoint, name: str, what: str) -> dict[str, Any]:

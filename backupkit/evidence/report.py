@@ -69,14 +69,17 @@ def deviation(text: str, lang: str) -> Markup:
     m = _CHECK.match(text)
     if m:
         what = ("检查未通过" if m[1] == "failed" else "检查被跳过（未证明）") if lang == "zh" else f"check {m[1]}"
-        sep = Markup("：" if lang == "zh" else ": ")
-        return Markup(escape(what)) + sep + code(m[2]) + (sep + code(m[3]) if m[3] else Markup(""))
+        return _about_check(what, m[2], m[3], lang)
     m = _WAIVED.match(text)
     if m:
-        what = "偏差（策略豁免）" if lang == "zh" else "deviation (waived by policy)"
-        sep = Markup("：" if lang == "zh" else ": ")
-        return Markup(escape(what)) + sep + code(m[1]) + (sep + code(m[2]) if m[2] else Markup(""))
+        return _about_check("偏差（策略豁免）" if lang == "zh" else "deviation (waived by policy)", m[1], m[2], lang)
     return (Markup("原文：") if lang == "zh" else Markup("")) + code(text)
+
+
+def _about_check(what: str, name: str, detail: str | None, lang: str) -> Markup:
+    """``what: <code>check name</code>[: <code>detail</code>]`` with the language's colon."""
+    sep = Markup("：" if lang == "zh" else ": ")
+    return Markup(escape(what)) + sep + code(name) + (sep + code(detail) if detail else Markup(""))
 
 
 _FP = re.compile(r"manifest rows=(\S+) hash=(\S+), restored rows=(\S+) hash=(\S+)")
