@@ -120,7 +120,12 @@ def test_round_trip_all_types_charsets_and_tamper(mdb_database, age_keys, dump_d
     assert set(fp) - TABLES == {"schema", "database"}
     assert fp["database"] == {"kind": "database", "character_set": "utf8mb4", "collation": "utf8mb4_unicode_ci"}
     assert fp["`events_log`"]["rows"] == 5 and fp["`results`"]["rows"] == 2000
-    assert fp["`empty_table`"] == {"kind": "table", "rows": 0, "hash": "0" * 32, "info": {"engine": "InnoDB"}}
+    # InnoDB tables with a primary key hash the dump's INSERT lines (none: SHA-256 of nothing); the table
+    # without a primary key keeps the SQL hash
+    assert fp["`empty_table`"] == {"kind": "table", "rows": 0, "method": "dump-text", "info": {"engine": "InnoDB"},
+                                   "hash": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+    assert {k for k, v in tables(fp).items() if v.get("method") == "dump-text"} == TABLES - {"`events_log`"}
+    assert "method" not in fp["`events_log`"] and len(fp["`events_log`"]["hash"]) == 32
     items = fp["schema"]["items"]
     for name in ("view `active_patients`", "trigger `patients_audit`", "function `bmi`", "procedure `purge_audit`",
                  "event `nightly_purge`", "column `gbk_notes`.`memo`", "index `results`.`patient_id`"):
@@ -151,7 +156,7 @@ def test_round_trip_all_types_charsets_and_tamper(mdb_database, age_keys, dump_d
                      "INSERT INTO events_log VALUES (NULL, NULL, NULL)",
                      "UPDATE gbk_notes SET memo = '患者主诉头痛四天' WHERE id = 1",
                      "ALTER TABLE patients MODIFY balance DECIMAL(12,1)")  # 1.50 becomes 1.5
-        after = engine.fingerprints(scratch=scratch, mode="full")
+        after = engine.fingerprints(scratch=scratch, mode="full", like=fp)
         assert after["`events_log`"]["rows"] == 5 and after["`events_log`"]["hash"] != fp["`events_log`"]["hash"]
         assert after["`gbk_notes`"]["hash"] != fp["`gbk_notes`"]["hash"]
         assert after["`patients`"]["rows"] == 3 and after["`patients`"]["hash"] != fp["`patients`"]["hash"]
@@ -161,6 +166,9 @@ def test_round_trip_all_types_charsets_and_tamper(mdb_database, age_keys, dump_d
         if os.geteuid() == 0:
             assert kit.process_uid(pid) == pwd.getpwnam("mysql").pw_uid
         assert "--skip-networking" in kit.process_cmdline(pid)
+        # temporary tables and sort files (patient data) stay in the drill's private directory, not /tmp
+        tmpdir = Path(scratch.info["datadir"]).parent / "tmp"
+        assert f"--tmpdir={tmpdir}" in kit.process_cmdline(pid) and tmpdir.stat().st_mode & 0o077 == 0
     assert_torn_down(scratch)
 
 
@@ -389,7 +397,7 @@ def test_database_scratch_round_trip_and_drop(mdb_database, mdb_scratch_server, 
         assert name.startswith("backupkit_drill_lis_")
         assert scratch.info["refusal_checks"]["by_identity"] == "different"
         restore(engine, policy, scratch, sink, age_keys, result)
-        checks = compare_fingerprints(result.fingerprints, engine.fingerprints(scratch=scratch, mode="full"))
+        checks = compare_fingerprints(result.fingerprints, engine.fingerprints(scratch=scratch, mode="full", like=result.fingerprints))
         assert [c for c in checks if c["status"] != "passed"] == []
         assert name in _drill_dbs({"port": mdb_scratch_server.port})
     assert scratch.teardown_proof == {"server": f"127.0.0.1:{mdb_scratch_server.port}", "database": name,
@@ -413,7 +421,7 @@ def test_restore_target_refuses_source_and_restores_into_new_database(mdb_databa
             assert target.kind == "target" and engine.is_empty(scratch=target)
             restore(engine, policy, target, sink, age_keys, result)
             assert not engine.is_empty(scratch=target)
-            assert engine.fingerprints(scratch=target, mode="full") == result.fingerprints
+            assert engine.fingerprints(scratch=target, mode="full", like=result.fingerprints) == result.fingerprints
         assert mdb_scalar(target_db, "SELECT COUNT(*) FROM results") == 2000  # not torn down
         assert mdb_scalar(None, f"SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{target_db}'") == "utf8mb4_unicode_ci"
     finally:

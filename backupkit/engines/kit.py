@@ -475,5 +475,6 @@ def teardown_proof(*, paths: dict[str, Path | None] = {}, pids: dict[str, int | 
 
 
 def proof_clean(proof: dict) -> bool:
-    """True when a teardown proof shows nothing left (no path exists, no process runs, nothing listens)."""
-    return not any(v for k, v in proof.items() if k.endswith(("_exists", "_running", "_open")))
+    """True when a teardown proof shows nothing left (no path exists, no process runs, nothing listens).
+    A fact that could not be checked (None) is not proof of absence, as in the evidence report."""
+    return not any(v or v is None for k, v in proof.items() if k.endswith(("_exists", "_running", "_open")))

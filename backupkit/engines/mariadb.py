@@ -21,6 +21,10 @@ exactly the data the dump sees:
    created while no commit could happen, so they contain the same
    transactions. The lock was held for milliseconds.
 
+In full mode, InnoDB tables with a primary key take their content hash from the
+dump's own INSERT statements (mariadb_dumptext) and get only ``COUNT(*)`` in
+that snapshot; the other tables are hashed in SQL there.
+
 Exact for tables of transactional engines (InnoDB). The record says
 ``exactness: approximate`` and why when the lock could not be taken (no
 RELOAD privilege, lock wait timeout) or a table's engine is not transactional
@@ -61,11 +65,14 @@ from .mariadb_conn import (
 from .mariadb_fingerprint import (
     DATABASE_KEY,
     FORMAT as FINGERPRINT_FORMAT,
+    TEXT_METHOD,
     all_fingerprints,
     base_tables,
     quote_ident,
+    table_key,
     transactional_engines,
 )
+from .mariadb_dumptext import TEXT_OPTIONS, HashingTap, InsertHasher, text_tables
 from .mariadb_server import EphemeralServer, new_server
 
 logger = logging.getLogger(__name__)
@@ -78,6 +85,15 @@ DEFAULT_LOCK_WAIT = 30  # seconds FLUSH TABLES WITH READ LOCK may wait, and the 
 DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--quick",
                 "--verbose", "--default-character-set=utf8mb4", "--tz-utc", "--max-allowed-packet=1G",
                 "--skip-dump-date"]
+
+
+def dump_options(mode: str) -> list[str]:
+    """mariadb-dump's options: in full mode with the text options the dump-text hashes need
+    (--order-by-primary costs about 3% of the dump, so rows mode goes without)."""
+    if mode != "full":
+        return list(DUMP_OPTIONS)
+    return ["--single-transaction", "--routines", "--triggers", "--events", "--quick", "--verbose", *TEXT_OPTIONS,
+            "--skip-dump-date"]
 
 
 def dump_tool(bin_dir: str | None = None) -> kit.Tool:
@@ -178,6 +194,19 @@ class _ClientFeed:
             self.proc.wait()
 
 
+def fill_text_hashes(fingerprints: dict[str, dict[str, Any]], hasher: InsertHasher, *, what: str) -> None:
+    """Put the dump-text hashes into the entries ``table_fingerprints`` left for them. A table with rows
+    of which the dump wrote no INSERT line fails: its hash would prove nothing."""
+    for name, digest in hasher.hashes().items():
+        entry = fingerprints.get(table_key(name))
+        if entry is None:
+            continue
+        if entry.get("rows") and not hasher.lines[name]:
+            raise JobFailed(f"{what} holds no INSERT line for table {table_key(name)}, which has {entry['rows']} "
+                            "row(s); its content cannot be fingerprinted from the dump")
+        entry["hash"] = digest
+
+
 class MariadbEngine(DatabaseScratchMixin, Engine):
     """MariaDB and MySQL via PyMySQL, mariadb-dump and the mariadb client."""
 
@@ -214,7 +243,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
             lock, fp, extra = conns[0], conns[1], conns[2:]
             facts = self._server_facts(fp, src.database)
             with option_file(src, Path(sink.workdir), what) as cnf:
-                argv = [str(tool.path), f"--defaults-extra-file={cnf}", *src.client_args(), *DUMP_OPTIONS,
+                argv = [str(tool.path), f"--defaults-extra-file={cnf}", *src.client_args(), *dump_options(mode),
                         src.database]
                 consistency, fingerprints, stream = self._dump_in_snapshot(
                     lock, fp, argv, tool, sink, src.database, mode, lock_wait, what, extra=extra)
@@ -223,7 +252,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
                 with contextlib.suppress(Exception):
                     c.close()
         details = {**facts, "dump_tool": f"{tool.path} ({tool.version_text})", "dump_format": "sql",
-                   "dump_options": DUMP_OPTIONS, "fingerprint_mode": mode, "fingerprint_format": FINGERPRINT_FORMAT,
+                   "dump_options": dump_options(mode), "fingerprint_mode": mode, "fingerprint_format": FINGERPRINT_FORMAT,
                    **stream}
         return DumpResult(server_version=facts["server_version"], consistency=consistency,
                           fingerprints=fingerprints, details=details)
@@ -270,6 +299,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
                                     f"different snapshot positions ({position} vs {other}); not fingerprinting")
             engines = transactional_engines(fp)
             tables = base_tables(fp, database)
+            texts = text_tables(fp, database) if mode == "full" else set()
             child = kit.Child(argv, what=what, tool=tool.path.name,
                               watch=lambda line: marker.set() if line.strip() == SNAPSHOT_MARKER else None).start()
             deadline = time.monotonic() + max(lock_wait, 10)
@@ -321,7 +351,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
         def fingerprint() -> None:
             t0 = time.monotonic()
             try:
-                result["value"] = all_fingerprints(fp, database, mode, extra)
+                result["value"] = all_fingerprints(fp, database, mode, extra, counted=texts)
             except BaseException as e:
                 result["error"] = e
             result["seconds"] = round(time.monotonic() - t0, 3)
@@ -334,8 +364,10 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
         worker = threading.Thread(target=fingerprint, name="mariadb-fingerprint", daemon=True)
         worker.start()
         t0 = time.monotonic()
+        hasher = InsertHasher(texts)
         try:
-            info = kit.stream_child(child, sink, "data", on_error=cancel)
+            info = kit.stream_child(child, sink, "data", on_error=cancel,
+                                    reader=HashingTap(child.stdout, hasher) if texts else None)
         except BaseException:
             worker.join(timeout=60)
             raise
@@ -344,6 +376,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
         if "error" in result:
             e = result["error"]
             raise JobFailed(f"{what}: fingerprinting in the dump's snapshot failed: {e}") from None
+        fill_text_hashes(result["value"], hasher, what=f"{what}: the dump")
         for c in (fp, *extra):
             with contextlib.suppress(Exception), c.cursor() as cur:
                 cur.execute("COMMIT")
@@ -635,17 +668,69 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
         """Fingerprints of the restored database, computed exactly as at dump time; in full mode over
         several sessions (nothing writes to a restored copy, so their snapshots hold the same data)."""
         sessions = SCRATCH_FINGERPRINT_SESSIONS if mode == "full" else 1
+        database = scratch.handle.endpoint.database
         with contextlib.ExitStack() as stack:
             conns = [stack.enter_context(contextlib.closing(self._connect(scratch))) for _ in range(sessions)]
             for c in conns:
                 with c.cursor() as cur:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             try:
-                return all_fingerprints(conns[0], scratch.handle.endpoint.database, mode, conns[1:])
+                names = [t for t, _ in base_tables(conns[0], database)]
+                texts = {t for t in names if mode == "full" and
+                         ((like or {}).get(table_key(t)) or {}).get("method") == TEXT_METHOD}
+                redump: dict[str, Any] = {}
+                worker = None
+                if texts:  # the restored tables' INSERT lines, dumped with the backup's text options beside the SQL
+                    worker = threading.Thread(target=self._redump, args=(scratch, set(names) - texts, texts, redump),
+                                              name="mariadb-redump", daemon=True)
+                    worker.start()
+                try:
+                    out = all_fingerprints(conns[0], database, mode, conns[1:], counted=texts)
+                finally:
+                    if worker is not None:
+                        worker.join()
+                if "error" in redump:
+                    raise redump["error"]
+                if texts:
+                    fill_text_hashes(out, redump["hasher"], what=f"the second dump of {scratch.kind} scratch "
+                                                                f"{scratch.handle.endpoint.label}")
+                return out
             finally:
                 for c in conns:
                     with contextlib.suppress(Exception), c.cursor() as cur:
                         cur.execute("ROLLBACK")
+
+    @staticmethod
+    def _redump(scratch: Scratch, others: set[str], texts: set[str], out: dict[str, Any]) -> None:
+        """Dump the restored copy's data (tables in ``others`` ignored) with the backup's text options,
+        hashing the INSERT lines of ``texts``; the output goes nowhere. Result or error into ``out``."""
+        h: MariaScratch = scratch.handle
+        what = f"{scratch.kind} scratch {h.endpoint.label}: second dump for the dump-text fingerprints"
+        try:
+            tool = dump_tool(str(h.client.path.parent) if h.client is not None else None)
+            db = h.endpoint.database
+            with option_file(h.endpoint, h.workdir, what) as cnf:
+                argv = [str(tool.path), f"--defaults-extra-file={cnf}", *h.endpoint.client_args(),
+                        "--single-transaction", "--quick", "--no-create-info", "--skip-triggers", *TEXT_OPTIONS,
+                        "--skip-dump-date", *(f"--ignore-table={db}.{t}" for t in sorted(others)), db]
+                hasher = InsertHasher(texts)
+                child = kit.Child(argv, what=what, tool=tool.path.name).start()
+                try:
+                    while chunk := child.stdout.read(1 << 20):
+                        hasher.feed(chunk)
+                        if os.environ.get("DBG_REDUMP"):
+                            open(os.environ["DBG_REDUMP"], "ab").write(chunk)
+                except BaseException:
+                    child.kill()
+                    child.close()
+                    raise
+                rc = child.wait()
+                child.close()
+                if rc != 0:
+                    raise child.failure(rc)
+            out["hasher"] = hasher
+        except BaseException as e:
+            out["error"] = e
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Run a policy assertion read-only with the pinned settings; first column of the first row."""

@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import JobFailed
 from .mariadb_conn import query
 
-FORMAT = 1
+FORMAT = 2  # 2: tables listed by mariadb_dumptext.text_tables hash the dump's text (method dump-text); 1: SQL only
+TEXT_METHOD = "dump-text"  # a table whose hash comes from the dump text (mariadb_dumptext)
 MOD64 = 1 << 64
 MAX_LIMIT = 18446744073709551615  # LIMIT that keeps every row (see table_sql)
 
@@ -181,8 +182,12 @@ def transactional_engines(conn) -> set[str]:
     return {r[0].lower() for r in query(conn, "SELECT ENGINE FROM information_schema.ENGINES WHERE TRANSACTIONS = 'YES'")}
 
 
-def table_fingerprints(conn, database: str, mode: str, extra: list | None = None) -> dict[str, dict[str, Any]]:
+def table_fingerprints(conn, database: str, mode: str, extra: list | None = None,
+                       counted: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Per base table of ``database``: ``{kind: table, rows, hash, info: {engine}}`` (hash None in rows mode).
+
+    ``counted``: tables whose content hash is taken from the dump text (mariadb_dumptext); here they
+    get only ``COUNT(*)``, ``method: dump-text`` and ``hash: None`` for the caller to fill in.
 
     ``extra``: more sessions in the very same snapshot as ``conn`` (the caller proves that). Then the
     work is shared: large tables with a one-column integer primary key are cut into key ranges, and the
@@ -199,7 +204,7 @@ def table_fingerprints(conn, database: str, mode: str, extra: list | None = None
     for name, _engine in tables:
         n = estimate.get(name, 0)
         conds = [""]
-        if name in keys and (n > CHUNK_ROWS or (len(conns) > 1 and n > SPLIT_ROWS)):
+        if name in keys and name not in counted and (n > CHUNK_ROWS or (len(conns) > 1 and n > SPLIT_ROWS)):
             parts = max(len(conns) if n > SPLIT_ROWS else 1, -(-n // max(CHUNK_ROWS, 1)))
             conds = key_ranges(conn, name, keys[name], parts)
         units += [(n // len(conds), name, w) for w in conds]
@@ -216,7 +221,8 @@ def table_fingerprints(conn, database: str, mode: str, extra: list | None = None
                 _, name, where = units.pop(0)
             try:  # a key range, or a table estimated small, is hashed once per row in a materialized derived table
                 small = bool(where) or estimate.get(name, 0) <= CHUNK_ROWS
-                row = query(c, table_sql(name, cols.get(name, []), mode, where or None, materialize=small,
+                how = "rows" if name in counted else mode
+                row = query(c, table_sql(name, cols.get(name, []), how, where or None, materialize=small,
                                          lengths=lengths.get(name)))[0]
             except BaseException as e:  # driver errors: name the table
                 from .mariadb_conn import error_reason
@@ -245,7 +251,9 @@ def table_fingerprints(conn, database: str, mode: str, extra: list | None = None
     for name, engine in tables:
         row = totals[name]
         entry: dict[str, Any] = {"kind": "table", "rows": row[0], "hash": None, "info": {"engine": engine}}
-        if mode == "full":
+        if mode == "full" and name in counted:
+            entry["method"] = TEXT_METHOD
+        elif mode == "full":
             if row[3]:
                 raise JobFailed(f"fingerprinting table {name}: {row[3]} row(s) could not be encoded "
                                 "(a row longer than max_allowed_packet?); raise max_allowed_packet on the server")
@@ -343,10 +351,11 @@ def database_properties(conn, database: str) -> dict[str, Any]:
     return {"kind": "database", "character_set": row[0][0], "collation": row[0][1]}
 
 
-def all_fingerprints(conn, database: str, mode: str, extra: list | None = None) -> dict[str, dict[str, Any]]:
+def all_fingerprints(conn, database: str, mode: str, extra: list | None = None,
+                     counted: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Every entry of ``database``: tables, ``schema`` and ``database``; ``conn`` (and every session of
-    ``extra``) is inside the snapshot."""
-    out = table_fingerprints(conn, database, mode, extra)
+    ``extra``) is inside the snapshot. ``counted``: as for table_fingerprints."""
+    out = table_fingerprints(conn, database, mode, extra, counted)
     out[SCHEMA_KEY] = schema_fingerprint(conn, database)
     out[DATABASE_KEY] = database_properties(conn, database)
     return dict(sorted(out.items()))

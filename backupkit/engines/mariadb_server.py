@@ -99,6 +99,12 @@ class EphemeralServer:
         return self.root / "data"
 
     @property
+    def tmpdir(self) -> Path:
+        """The server's own temporary directory (sort files, temporary tables: patient data), private and
+        removed with the rest, never the shared /tmp."""
+        return self.root / "tmp"
+
+    @property
     def logfile(self) -> Path:
         return self.root / "server.log"
 
@@ -133,9 +139,10 @@ class EphemeralServer:
             if len(str(self.socket)) > 100:  # sun_path is 108 bytes
                 d = Path(tempfile.mkdtemp(prefix="bk-mdbsock-"))
                 self.socket = d / "mysqld.sock"
+        self.tmpdir.mkdir(mode=0o700, exist_ok=True)
         if self.run_as:
             pw = pwd.getpwnam(self.run_as)
-            for p in {self.root, self.socket.parent}:
+            for p in {self.root, self.socket.parent, self.tmpdir}:
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C", "LANG": "C"}
         lctn = [f"--lower-case-table-names={self.lower_case_table_names}"] if self.lower_case_table_names else []
@@ -156,7 +163,8 @@ class EphemeralServer:
             self.port = kit.free_port()
             net = ["--bind-address=127.0.0.1", f"--port={self.port}"]
         argv = [str(daemon.path), "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
-                f"--pid-file={self.pidfile}", f"--log-error={self.logfile}", *net, *EPHEMERAL_OPTIONS, *lctn,
+                f"--pid-file={self.pidfile}", f"--log-error={self.logfile}", f"--tmpdir={self.tmpdir}", *net,
+                *EPHEMERAL_OPTIONS, *lctn,
                 *self.extra]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True, **self._ids())
@@ -199,7 +207,8 @@ class EphemeralServer:
             pw = pwd.getpwnam(self.run_as)
             os.chown(self.datadir, pw.pw_uid, pw.pw_gid)
         proc = subprocess.run([str(daemon.path), "--no-defaults", "--bootstrap", f"--datadir={self.datadir}",
-                               "--log-warnings=0", "--enforce-storage-engine=", "--max-allowed-packet=8M",
+                               f"--tmpdir={self.tmpdir}", "--log-warnings=0", "--enforce-storage-engine=",
+                               "--max-allowed-packet=8M",
                                "--net-buffer-length=16K", "--skip-name-resolve", *EPHEMERAL_OPTIONS, *lctn],
                               input=sql, capture_output=True, env=env, cwd="/", timeout=300, check=False, **self._ids())
         if proc.returncode != 0:
