@@ -62,6 +62,7 @@ MODULES: dict[str, list[str]] = {
     "backupkit/evidence/verify.py": ["tests/test_units_evidence_verify.py"],
     "backupkit/actions/status.py": ["tests/test_status.py", "tests/test_units_status.py", *_CLOCK_STATUS, _PITR_RULE],
     "backupkit/engines/pg_walcut.py": ["tests/test_pg_walcut.py"],
+    "backupkit/engines/mariadb_dumptext.py": ["tests/test_units_mariadb_dumptext.py"],
     "backupkit/records.py": ["tests/test_units_records.py", "tests/test_units_history.py", "tests/test_units_status.py"],
 }
 

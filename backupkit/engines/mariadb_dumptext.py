@@ -27,7 +27,8 @@ DELIMITER = b"DELIMITER"
 MAX_HEAD = 1024  # an INSERT line's prefix with the longest table name (64 characters, backquotes doubled) fits
 # The options that decide the text of the INSERT lines: the same at backup and in the drill's second dump
 # (--net-buffer-length is mariadb-dump's default, written out so another version's default cannot move the
-# line breaks).
+# statement breaks). They are part of the method's definition (docs/format.md): changing them needs a new
+# method name, or manifests written before would be recomputed differently.
 TEXT_OPTIONS = ["--hex-blob", "--default-character-set=utf8mb4", "--tz-utc", "--order-by-primary",
                 "--net-buffer-length=1046528", "--max-allowed-packet=1G"]
 
