@@ -718,8 +718,6 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
                 try:
                     while chunk := child.stdout.read(1 << 20):
                         hasher.feed(chunk)
-                        if os.environ.get("DBG_REDUMP"):
-                            open(os.environ["DBG_REDUMP"], "ab").write(chunk)
                 except BaseException:
                     child.kill()
                     child.close()

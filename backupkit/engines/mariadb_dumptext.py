@@ -134,8 +134,7 @@ class InsertHasher:
                 self._definitions = True
             elif head.rstrip() == DELIMITER + b" ;":
                 self._definitions = False
-            decided, table = True, None
-            statement = False
+            table, statement = None, False
         else:
             decided, table = insert_table(head)
             if not decided:
@@ -145,7 +144,7 @@ class InsertHasher:
         if not statement:
             self._state = LINE if whole else REST
             return
-        self._cur = self.digests.get(table) if table is not None else None
+        self._cur = self.digests.get(table)
         if self._cur is not None:
             self.lines[table] += 1
             self._cur.update(head)
