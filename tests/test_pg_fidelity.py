@@ -22,6 +22,8 @@ from backupkit.context import Context
 from backupkit.engines.pg_fingerprint import (
     Catalog,
     column_plan,
+    copy_text_hash,
+    dump_text_keys,
     entry_key,
     fingerprints as relation_fingerprints,
     legacy_fingerprints,
@@ -182,7 +184,7 @@ def test_correct_restore_passes_every_feature(workspace, databases, mode, scratc
     (bdir,) = ws.backups("his")
     manifest = json.loads((bdir / "manifest.json").read_text())
     fp = manifest["fingerprints"]
-    assert manifest["details"]["fingerprint_format"] == 3 and manifest["details"]["fingerprint_keys"] == "quoted"
+    assert manifest["details"]["fingerprint_format"] == 4 and manifest["details"]["fingerprint_keys"] == "quoted"
     assert fp['a."b.c"']["rows"] == 5 and fp['"a.b".c']["rows"] == 5  # quoted keys never collide
     assert fp["public.visits"]["kind"] == "partitioned table" and fp["public.visits"]["rows"] == 400
     assert sum(fp["public.visits"]["info"]["leaf_rows"].values()) == 400
@@ -195,10 +197,17 @@ def test_correct_restore_passes_every_feature(workspace, databases, mode, scratc
     assert "TimeZone=Asia/Shanghai" in fp["database"]["settings"]
     assert ["postgres", "work_mem=8MB"] in fp["database"]["role_settings"]
     if mode == "full":
-        assert set(fp["public.patients"]["text"]) == {"email", "code", "kind"}  # citext, ci collation, enum
-        assert set(fp["public.lab_results"]["text"]) == {"ratio", "extra", "source"}  # float, jsonb, regclass
-        assert fp["public.lab_results"]["send"] == [["value", "numeric_send"], ["stay", "interval_send"]]
-        assert fp["public.lab_results"]["method"] == "row64" and len(fp["public.lab_results"]["hash"]) > 0
+        # ordinary tables: the hash of the COPY rows pg_dump wrote into the backup (format 4, dump-text; the
+        # engine-level test below compares it with the definition); a partitioned table stays on row64 at its root
+        assert manifest["details"]["dump_text"] == {"tables": len(dump_text_keys(fp)), "sql_instead": {}}
+        assert {"public.patients", 'a."b.c"', "public.lab_results", "public.notes"} <= set(dump_text_keys(fp))
+        assert fp["public.visits"]["method"] == "row64"
+        with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
+            # the SQL method (partitioned tables, inheritance, money; physical mode) classifies by content
+            sql_fp = relation_fingerprints(conn, "full", side="source")
+        assert set(sql_fp["public.patients"]["text"]) == {"email", "code", "kind"}  # citext, ci collation, enum
+        assert set(sql_fp["public.lab_results"]["text"]) == {"ratio", "extra", "source"}  # float, jsonb, regclass
+        assert sql_fp["public.lab_results"]["send"] == [["value", "numeric_send"], ["stay", "interval_send"]]
     r = ws.run("drill", "his", "--json")
     rec = json.loads(r.out)
     assert r.code == 0 and rec["verdict"] == "passed", rec["deviations"]
@@ -435,14 +444,17 @@ def test_format_3_is_plain_sql_and_format_2_manifests_keep_verifying(databases, 
     policy = make_policy(source={"dsn": pg_dsn(db)}, drill={"fingerprint": "full"})
     sink = DirectorySink(dump_dir(), age_keys.recipients)
     result = engine.dump(policy=policy, sink=sink)
-    new = result.fingerprints
-    assert result.details["fingerprint_format"] == 3
-    assert new["public.lab"]["send"] == [["v", "numeric_send"], ["stay", "interval_send"]]
+    new = result.fingerprints  # format 4: both tables dump-text
+    assert result.details["fingerprint_format"] == 4
+    assert new["public.lab"]["method"] == new["public.pairs"]["method"] == "dump-text"
     with connect(Endpoint({"host": SRC["host"], "port": str(SRC["port"]), "user": "postgres", "dbname": db}),
                  what="test") as conn:
+        assert new["public.lab"]["hash"] == copy_text_hash(conn, "public", "lab")
         set_fingerprint_session(conn)
+        f3 = relation_fingerprints(conn, "full", side="source")  # what format 3 wrote: row64
+        assert f3["public.lab"]["send"] == [["v", "numeric_send"], ["stay", "interval_send"]]
         n, s = conn.execute(FORMAT_3_LAB_SQL).fetchone()
-        assert new["public.lab"]["rows"] == n == 4 and new["public.lab"]["hash"] == f"{int(s) % (1 << 64):016x}"
+        assert f3["public.lab"]["rows"] == n == 4 and f3["public.lab"]["hash"] == f"{int(s) % (1 << 64):016x}"
         # what the previous version wrote: format 2 entries (method "columns")
         cat = Catalog(conn)
         plans = {entry_key(r): column_plan(cat.columns[r["oid"]], cat.domains, method="columns")
@@ -452,11 +464,13 @@ def test_format_3_is_plain_sql_and_format_2_manifests_keep_verifying(databases, 
     assert old_tables["public.lab"]["method"] == "columns" and old_tables["public.lab"]["text"] == ["v", "stay", "r"]
     assert old_tables["public.lab"]["hash"] == f"{int(s0) % (1 << 64):016x}{int(s1) % (1 << 64):016x}"
     old = {**new, **{k: v for k, v in old_tables.items() if k in plans}}
+    f3 = {**new, **{k: v for k, v in f3.items() if k in plans}}
     old_details = {**result.details, "fingerprint_format": 2}
     with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
         scratch.manifest = {"fingerprints": old, "details": old_details}
         engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
         assert engine.fingerprints(scratch=scratch, mode="full", like=old) == old
+        assert engine.fingerprints(scratch=scratch, mode="full", like=f3) == f3
         assert engine.fingerprints(scratch=scratch, mode="full", like=new) == new
         with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
             conn.execute("UPDATE pairs SET name = CASE id WHEN 1 THEN 'b' ELSE 'a' END")
@@ -465,7 +479,7 @@ def test_format_3_is_plain_sql_and_format_2_manifests_keep_verifying(databases, 
         assert bad == ["fingerprint public.pairs"]
         with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
             conn.execute("UPDATE lab SET v = 1.5 WHERE id = 1")
-        for like in (old, new):
+        for like in (old, f3, new):
             bad = [c["name"] for c in compare_fingerprints(like, engine.fingerprints(scratch=scratch, mode="full", like=like))
                    if c["status"] == "failed"]
             assert "fingerprint public.lab" in bad

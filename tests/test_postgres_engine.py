@@ -6,6 +6,7 @@ Needs the fixtures module ``fixtures.postgres`` (registered in tests/conftest.py
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import threading
@@ -17,6 +18,12 @@ import pytest
 
 from backupkit.artifact import DirectorySink
 from backupkit.engines.pg_cluster import process_running, process_uid
+from backupkit.engines.pg_fingerprint import (
+    copy_text_hash,
+    fingerprints as relation_fingerprints,
+    set_fingerprint_session,
+    table_names,
+)
 from backupkit.engines.postgres import PostgresEngine
 from backupkit.errors import ConfigError, JobFailed
 from backupkit.verdict import compare_fingerprints
@@ -100,31 +107,42 @@ def test_round_trip_full_all_types_and_tamper_detection(pg_source_db, age_keys, 
     fp = result.fingerprints
     assert set(tables(fp)) == TABLES
     assert set(fp) - TABLES == {"sequence lab.results_id_seq", "large objects", "schema", "database"}
-    assert result.details["fingerprint_format"] == 3 and result.details["fingerprint_keys"] == "quoted"
+    assert result.details["fingerprint_format"] == 4 and result.details["fingerprint_keys"] == "quoted"
     assert result.details["sequences_from"] == "archive"
+    assert result.details["dump_text"] == {"tables": len(TABLES), "sql_instead": {}}
     assert fp["public.events"]["rows"] == 5 and fp["lab.results"]["rows"] == 2000
-    assert fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": "0" * 16, "method": "row64",
-                                        "binary": ["id"], "send": [], "text": []}
+    # every table here is hashed from the COPY rows pg_dump wrote into the backup (format 4, dump-text)
+    assert fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": hashlib.sha256(b"").hexdigest(),
+                                        "method": "dump-text"}
     assert fp["sequence lab.results_id_seq"] == {"kind": "sequence", "last_value": 2000, "is_called": True}
-    assert all(len(v["hash"]) == 16 for v in tables(fp).values())
-    # binary hash only where it is content-exact and OID-free; numeric and interval by their send form;
-    # float, jsonb, arrays by text
-    assert fp["public.patients"]["binary"] == ["id", "name", "note", "photo", "admitted", "born", "active", "uid"]
-    assert fp["public.patients"]["send"] == [["balance", "numeric_send"], ["stay", "interval_send"]]
-    assert fp["public.patients"]["text"] == ["record", "tags", "scores", "weight"]
-    assert fp["public.devices"]["text"] == ["config", "loc"] and fp["lab.results"]["text"] == []
-    assert fp["lab.results"]["send"] == [["value", "numeric_send"]]
+    assert all(v["method"] == "dump-text" and len(v["hash"]) == 64 for v in tables(fp).values())
+    with psycopg.connect(pg_dsn(pg_source_db), autocommit=True) as conn:
+        for key, (schema, name) in table_names(conn, sorted(TABLES)).items():
+            assert fp[key]["hash"] == copy_text_hash(conn, schema, name), key  # the definition, row by row
+        set_fingerprint_session(conn)
+        sql_fp = relation_fingerprints(conn, "full", side="source")  # the SQL method (row64)
+    # row64: binary hash only where it is content-exact and OID-free; numeric and interval by their send
+    # form; float, jsonb, arrays by text
+    assert sql_fp["public.patients"]["binary"] == ["id", "name", "note", "photo", "admitted", "born", "active", "uid"]
+    assert sql_fp["public.patients"]["send"] == [["balance", "numeric_send"], ["stay", "interval_send"]]
+    assert sql_fp["public.patients"]["text"] == ["record", "tags", "scores", "weight"]
+    assert sql_fp["public.devices"]["text"] == ["config", "loc"] and sql_fp["lab.results"]["text"] == []
+    assert sql_fp["lab.results"]["send"] == [["value", "numeric_send"]]
+    assert sql_fp["public.empty_table"] == {"kind": "table", "rows": 0, "hash": "0" * 16, "method": "row64",
+                                            "binary": ["id"], "send": [], "text": []}
 
     with engine.scratch(policy=policy, workdir=tmp_path / "drill") as scratch:
         assert scratch.kind == "ephemeral"
         restore(engine, policy, scratch, sink, age_keys, result)
         assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == fp
+        restored_sql = engine.fingerprints(scratch=scratch, mode="full", like=sql_fp)
+        assert {k: restored_sql[k] for k in sql_fp} == sql_fp
         # the column split recorded in the manifest is honoured: another split gives another hash
-        other = {**fp, "lab.results": {**fp["lab.results"], "binary": ["id", "patient_id"], "send": [],
-                                       "text": ["value", "unit"]}}
+        other = {**sql_fp, "lab.results": {**sql_fp["lab.results"], "binary": ["id", "patient_id"], "send": [],
+                                           "text": ["value", "unit"]}}
         forced = engine.fingerprints(scratch=scratch, mode="full", like=other)
-        assert forced["lab.results"]["text"] == ["value", "unit"] and forced["lab.results"]["hash"] != fp["lab.results"]["hash"]
-        assert forced["lab.results"]["rows"] == fp["lab.results"]["rows"]
+        assert forced["lab.results"]["text"] == ["value", "unit"] and forced["lab.results"]["hash"] != sql_fp["lab.results"]["hash"]
+        assert forced["lab.results"]["rows"] == sql_fp["lab.results"]["rows"]
         checks = engine.integrity_check(scratch=scratch)
         assert [(ch.name, ch.status) for ch in checks] == [("amcheck", "passed")]
         assert checks[0].data["indexes"] >= 4

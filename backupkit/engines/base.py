@@ -150,6 +150,32 @@ class RestoreTargetMixin:
         raise NotImplementedError
 
 
+S = TypeVar("S")
+
+
+def run_beside(side: Callable[[], S], work: Callable[[], T], *, name: str) -> tuple[S, T]:
+    """Run ``side()`` on a thread of its own (``name``) while ``work()`` runs in this one; return both
+    results. ``work``'s error wins; else ``side``'s is raised (in this thread)."""
+    result: list = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(side())
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors.append(e)
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        out = work()
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return result[0], out
+
+
 class Engine(RestoreTargetMixin, abc.ABC):
     """One database engine. Subclasses live in ``backupkit/engines/<name>.py``."""
 
@@ -208,24 +234,7 @@ class Engine(RestoreTargetMixin, abc.ABC):
     def integrity_beside(self, scratch: Scratch, work: Callable[[], T], *, name: str) -> tuple[list[CheckResult], T]:
         """``integrity_check`` on a thread of its own (``name``) while ``work()`` runs in this one: for a
         ``check_restored`` that overlaps the two. ``work``'s error wins; else the integrity check's is raised."""
-        checks: list[CheckResult] = []
-        errors: list[BaseException] = []
-
-        def check() -> None:
-            try:
-                checks.extend(self.integrity_check(scratch=scratch))
-            except BaseException as e:  # re-raised below, in the caller's thread
-                errors.append(e)
-
-        worker = threading.Thread(target=check, name=name, daemon=True)
-        worker.start()
-        try:
-            out = work()
-        finally:
-            worker.join()
-        if errors:
-            raise errors[0]
-        return checks, out
+        return run_beside(lambda: self.integrity_check(scratch=scratch), work, name=name)
 
     @abc.abstractmethod
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:

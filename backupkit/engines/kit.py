@@ -256,6 +256,24 @@ def stream_child(child: Child, sink, name: str, *, on_error: Callable[[], None] 
     return info
 
 
+def drain_child(child: Child, feed: Callable[[bytes], None], *, reader=None) -> None:
+    """Read a started child's stdout (or ``reader``, a tap reading it) to the end, handing each chunk to
+    ``feed``; the output goes nowhere else. If reading or ``feed`` fails, the child is killed and reaped
+    and the error propagates; a child that exits non-zero raises JobFailed with the tail of its stderr."""
+    source = child.stdout if reader is None else reader
+    try:
+        while chunk := source.read(1 << 20):
+            feed(chunk)
+    except BaseException:
+        child.kill()
+        child.close()
+        raise
+    rc = child.wait()
+    child.close()
+    if rc != 0:
+        raise child.failure(rc)
+
+
 # ---- tools -----------------------------------------------------------------------------------
 
 

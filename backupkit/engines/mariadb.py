@@ -49,7 +49,9 @@ from typing import Any, Iterator
 
 from ..errors import BackupkitError, ConfigError, JobFailed
 from . import kit
-from .base import CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch
+from .base import (
+    CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch, run_beside,
+)
 from .mariadb_conn import (
     Endpoint,
     connect,
@@ -678,22 +680,15 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
                 names = [t for t, _ in base_tables(conns[0], database)]
                 texts = {t for t in names if mode == "full" and
                          ((like or {}).get(table_key(t)) or {}).get("method") == TEXT_METHOD}
-                redump: dict[str, Any] = {}
-                worker = None
-                if texts:  # the restored tables' INSERT lines, dumped with the backup's text options beside the SQL
-                    worker = threading.Thread(target=self._redump, args=(scratch, set(names) - texts, texts, redump),
-                                              name="mariadb-redump", daemon=True)
-                    worker.start()
-                try:
-                    out = all_fingerprints(conns[0], database, mode, conns[1:], counted=texts)
-                finally:
-                    if worker is not None:
-                        worker.join()
-                if "error" in redump:
-                    raise redump["error"]
-                if texts:
-                    fill_text_hashes(out, redump["hasher"], what=f"the second dump of {scratch.kind} scratch "
-                                                                f"{scratch.handle.endpoint.label}")
+                def sql() -> dict[str, dict[str, Any]]:
+                    return all_fingerprints(conns[0], database, mode, conns[1:], counted=texts)
+                if not texts:
+                    return sql()
+                # the restored tables' INSERT lines, dumped with the backup's text options beside the SQL
+                hasher, out = run_beside(lambda: self._redump(scratch, set(names) - texts, texts), sql,
+                                         name="mariadb-redump")
+                fill_text_hashes(out, hasher, what=f"the second dump of {scratch.kind} scratch "
+                                                   f"{scratch.handle.endpoint.label}")
                 return out
             finally:
                 for c in conns:
@@ -701,34 +696,20 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
                         cur.execute("ROLLBACK")
 
     @staticmethod
-    def _redump(scratch: Scratch, others: set[str], texts: set[str], out: dict[str, Any]) -> None:
+    def _redump(scratch: Scratch, others: set[str], texts: set[str]) -> InsertHasher:
         """Dump the restored copy's data (tables in ``others`` ignored) with the backup's text options,
-        hashing the INSERT lines of ``texts``; the output goes nowhere. Result or error into ``out``."""
+        hashing the INSERT lines of ``texts``; the output goes nowhere."""
         h: MariaScratch = scratch.handle
         what = f"{scratch.kind} scratch {h.endpoint.label}: second dump for the dump-text fingerprints"
-        try:
-            tool = dump_tool(str(h.client.path.parent) if h.client is not None else None)
-            db = h.endpoint.database
-            with option_file(h.endpoint, h.workdir, what) as cnf:
-                argv = [str(tool.path), f"--defaults-extra-file={cnf}", *h.endpoint.client_args(),
-                        "--single-transaction", "--quick", "--no-create-info", "--skip-triggers", *TEXT_OPTIONS,
-                        "--skip-dump-date", *(f"--ignore-table={db}.{t}" for t in sorted(others)), db]
-                hasher = InsertHasher(texts)
-                child = kit.Child(argv, what=what, tool=tool.path.name).start()
-                try:
-                    while chunk := child.stdout.read(1 << 20):
-                        hasher.feed(chunk)
-                except BaseException:
-                    child.kill()
-                    child.close()
-                    raise
-                rc = child.wait()
-                child.close()
-                if rc != 0:
-                    raise child.failure(rc)
-            out["hasher"] = hasher
-        except BaseException as e:
-            out["error"] = e
+        tool = dump_tool(str(h.client.path.parent) if h.client is not None else None)
+        db = h.endpoint.database
+        with option_file(h.endpoint, h.workdir, what) as cnf:
+            argv = [str(tool.path), f"--defaults-extra-file={cnf}", *h.endpoint.client_args(),
+                    "--single-transaction", "--quick", "--no-create-info", "--skip-triggers", *TEXT_OPTIONS,
+                    "--skip-dump-date", *(f"--ignore-table={db}.{t}" for t in sorted(others)), db]
+            hasher = InsertHasher(texts)
+            kit.drain_child(kit.Child(argv, what=what, tool=tool.path.name).start(), hasher.feed)
+        return hasher
 
     def query_scalar(self, *, scratch: Scratch, sql: str) -> Any:
         """Run a policy assertion read-only with the pinned settings; first column of the first row."""

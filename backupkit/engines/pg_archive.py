@@ -9,12 +9,18 @@ a second read in another session could not give: sequences are not MVCC.
 
 Archive versions 1.12 to 1.16 (pg_dump 9.x to 17) are understood; anything else
 leaves ``error`` set and the caller falls back.
+
+With ``hash_data``, the tap also walks the data blocks that follow the TOC and
+hashes each table's rows as pg_dump wrote them (``DataBlocks``; docs/format.md,
+"PostgreSQL", method ``dump-text``): a full-mode fingerprint without a second
+scan of the source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_TOC_BYTES = 256 << 20
 SETVAL = re.compile(r"setval\('(?:[^']|'')*',\s*(-?\d+),\s*(true|false)\)")
@@ -107,6 +113,7 @@ def parse_toc(buf: bytes) -> tuple[dict, list[TocEntry]]:
             pass
         c.take(1 + off_size)  # custom format: data offset flag and offset
         entries.append(TocEntry(dump_id, desc or "", namespace, tag, defn))
+    header["int_size"], header["toc_bytes"] = c.int_size, c.pos
     return header, entries
 
 
@@ -121,21 +128,178 @@ def sequence_values(entries: list[TocEntry]) -> dict[tuple[str, str], tuple[int,
     return out
 
 
-class TocTap:
-    """A pass-through reader over pg_dump's stdout that parses the archive's TOC on the way."""
+BLK_DATA, BLK_BLOBS = 1, 3  # pg_backup_custom.c block types
+COPY_END = b"\\.\n\n\n"  # the chunk pg_dump ends a table's COPY data with (not a row: rows hold one newline)
+FIRST_ROW_CHECK = 1 << 20  # a first row longer than this is not checked; its table takes the SQL method
 
-    def __init__(self, raw):
+
+def frame_row(row: bytes) -> bytes:
+    """The chunk header pg_dump -Fc -Z0 writes before one COPY row: a zero sign byte and the row's
+    length as 4 bytes, little-endian (docs/format.md, method ``dump-text``)."""
+    return b"\0" + len(row).to_bytes(4, "little")
+
+
+@dataclass
+class TableData:
+    """One table data block: the SHA-256 of its row chunks and whether its first chunk held exactly one row."""
+
+    dump_id: int
+    sha256: str
+    one_row_chunks: bool
+
+
+@dataclass
+class DataBlocks:
+    """The data blocks after the TOC of a ``pg_dump -Fc -Z0`` archive, walked as they stream by.
+
+    A table's block is a series of chunks (a zero sign byte, a 4-byte little-endian length, the bytes)
+    ended by a zero-length chunk. pg_dump writes one chunk per COPY row, then the chunk ``\\.\\n\\n\\n``.
+    COPY text never holds a zero byte and a length is never zero, so the first run of five zero
+    bytes in a block is its end: the walk is one ``find`` and one ``sha256.update`` per read, not a
+    step per row. The hash covers every chunk except the final ``\\.`` one. The first chunk of every
+    table is checked to hold exactly one row; a block where it does not (a pg_dump that frames rows
+    otherwise) is reported with ``one_row_chunks`` false. Large-object blocks are walked chunk by
+    chunk and not hashed. ``error`` is set (and walking stops) on anything unexpected."""
+
+    int_size: int
+    tables: dict[int, TableData] = field(default_factory=dict)
+    error: str | None = None
+    _state: str = "header"
+    _pending: bytes = b""
+    _sha: object = None
+    _dump_id: int = 0
+    _first: bool = False
+    _ok: bool = True
+    _blob_left: int = 0
+
+    def __post_init__(self) -> None:
+        if self.int_size != 4:
+            self.error = f"archive integers are {self.int_size} bytes, not 4"
+        self._end = b"\0" * (1 + self.int_size)
+        self._tail = frame_row(COPY_END) + COPY_END + self._end  # how a table's block ends
+
+    def feed(self, data: bytes) -> None:
+        if self.error is not None or not data:
+            return
+        buf = self._pending + data if self._pending else data
+        self._pending = b""
+        try:
+            self._walk(buf)
+        except ValueError as e:
+            self.error = str(e)
+
+    def finish(self) -> None:
+        """The archive ended: anything but a block boundary is an error."""
+        if self.error is None and (self._state != "header" or self._pending):
+            self.error = "the archive ended inside a data block"
+
+    def _walk(self, buf: bytes) -> None:
+        n, pos, isz = len(buf), 0, self.int_size
+        view = memoryview(buf)
+        while pos < n:
+            if self._state == "header":
+                if n - pos < 2 + isz:
+                    break
+                kind, dump_id = buf[pos], self._int(buf, pos + 1)
+                pos += 2 + isz
+                if kind == BLK_DATA:
+                    self._state, self._sha, self._dump_id, self._first, self._ok = \
+                        "table", hashlib.sha256(), dump_id, True, True
+                elif kind == BLK_BLOBS:
+                    self._state = "blob"
+                else:
+                    raise ValueError(f"unknown data block type {kind}")
+            elif self._state == "table":
+                if self._first:
+                    if n - pos < 1 + isz:
+                        break
+                    size = self._int(buf, pos)
+                    if 0 < size <= FIRST_ROW_CHECK and n - pos < 1 + isz + size:
+                        break  # wait for the whole first row
+                    if size > FIRST_ROW_CHECK:
+                        self._ok = False  # not checked: not vouched for
+                    elif size:
+                        row = buf[pos + 1 + isz:pos + 1 + isz + size]
+                        self._ok = row == COPY_END or (row.endswith(b"\n") and row.count(b"\n") == 1)
+                    self._first = False
+                end = buf.find(self._end, pos)
+                if end < 0:
+                    keep = self._tail_to_hold(buf, pos)
+                    self._sha.update(view[pos:n - keep])
+                    self._pending = bytes(view[n - keep:])
+                    return
+                stop = end - len(COPY_END) - 1 - isz
+                if stop >= pos and buf[stop:end] == frame_row(COPY_END) + COPY_END:
+                    self._sha.update(view[pos:stop])
+                else:
+                    self._sha.update(view[pos:end])
+                self.tables[self._dump_id] = TableData(self._dump_id, self._sha.hexdigest(), self._ok)
+                pos, self._state = end + len(self._end), "header"
+            elif self._state == "blob":  # an object id, then its chunks; object id 0 ends the block
+                if n - pos < 1 + isz:
+                    break
+                oid = self._int(buf, pos)
+                pos += 1 + isz
+                self._state = "blob-chunk" if oid else "header"
+            elif self._state == "blob-chunk":
+                if self._blob_left:
+                    take = min(self._blob_left, n - pos)
+                    pos, self._blob_left = pos + take, self._blob_left - take
+                    continue
+                if n - pos < 1 + isz:
+                    break
+                size = self._int(buf, pos)
+                pos += 1 + isz
+                if size < 0:
+                    raise ValueError("negative chunk length in a large-object block")
+                if size == 0:
+                    self._state = "blob"
+                self._blob_left = size
+        self._pending = bytes(view[pos:])
+
+    def _tail_to_hold(self, buf: bytes, pos: int) -> int:
+        """How many bytes at the end of ``buf`` (from ``pos``) may begin the block's end: the COPY end
+        chunk followed by the end marker, or the end marker alone. Usually none, so no copy is made."""
+        n = len(buf)
+        for k in range(min(len(self._tail), n - pos), 0, -1):
+            if buf.endswith(self._tail[:k]) or (k < len(self._end) and buf.endswith(self._end[:k])):
+                return k
+        return 0
+
+    def _int(self, buf: bytes, pos: int) -> int:
+        value = int.from_bytes(buf[pos + 1:pos + 1 + self.int_size], "little")
+        return -value if buf[pos] else value
+
+
+def table_data_ids(entries: list[TocEntry]) -> dict[tuple[str, str], int]:
+    """{(schema, table): dump id} of the TOC's TABLE DATA entries."""
+    return {(e.namespace, e.tag): e.dump_id for e in entries
+            if e.desc == "TABLE DATA" and e.namespace is not None and e.tag is not None}
+
+
+class TocTap:
+    """A pass-through reader over pg_dump's stdout that parses the archive's TOC on the way and,
+    with ``hash_data``, hashes every table data block after it (``blocks``)."""
+
+    def __init__(self, raw, *, hash_data: bool = False):
         self.raw = raw
         self._buf = bytearray()
         self.done = False
+        self.hash_data = hash_data
         self.header: dict | None = None
         self.entries: list[TocEntry] = []
         self.error: str | None = None
+        self.blocks: DataBlocks | None = None
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         if not self.done and data:
             self._feed(data)
+        elif self.blocks is not None:
+            if data:
+                self.blocks.feed(data)
+            else:
+                self.blocks.finish()
         return data
 
     def _feed(self, data: bytes) -> None:
@@ -149,12 +313,28 @@ class TocTap:
         except (ValueError, UnicodeDecodeError) as e:
             self._stop(str(e))
             return
+        rest = bytes(self._buf[self.header["toc_bytes"]:])
         self._stop(None)
+        if self.hash_data:
+            self.blocks = DataBlocks(self.header["int_size"])
+            self.blocks.feed(rest)
 
     def _stop(self, error: str | None) -> None:
         self.error = error
         self.done = True
         self._buf = bytearray()
+
+    def table_hashes(self) -> tuple[dict[tuple[str, str], TableData], str | None]:
+        """After the stream ended: {(schema, table): TableData} and why there are none (or None)."""
+        if not self.hash_data:
+            return {}, "data blocks were not hashed"
+        if self.error or self.header is None or self.blocks is None:
+            return {}, self.error or "the table of contents was not complete"
+        self.blocks.finish()
+        if self.blocks.error:
+            return {}, self.blocks.error
+        ids = table_data_ids(self.entries)
+        return {name: self.blocks.tables[i] for name, i in ids.items() if i in self.blocks.tables}, None
 
     def close(self) -> None:
         self.raw.close()

@@ -36,6 +36,14 @@ combination of per-column hashes, so its sum over rows could not see values
 swapped between rows. The split is recorded per table and the drill recomputes
 with the recorded split.
 
+Format 4 adds ``method: dump-text`` for ordinary tables in ``full`` mode: the
+SHA-256 of the table's COPY rows exactly as ``pg_dump -Fc -Z0`` wrote them into
+the backup, hashed by pg_archive.DataBlocks as the archive streams by (no second
+scan of the source); only ``count(*)`` runs here. ``dump_text_ok`` says which
+tables qualify; the drill dumps the restored copy again and hashes it the same
+way, and ``copy_text_hash`` computes the same value row by row from ``COPY ...
+TO STDOUT`` (the definition, and the fallback).
+
 Format 2 entries (``method: columns``: two seeds, numeric and interval by
 text, no final hash) are recomputed exactly as written, so manifests written
 by the previous version keep verifying.
@@ -47,6 +55,7 @@ keys, ordinary tables only, ``record`` or ``text`` method per table.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -61,8 +70,10 @@ from ..errors import JobFailed
 logger = logging.getLogger(__name__)
 
 MODES = ("rows", "full")
-FORMAT = 3
+FORMAT = 4
 METHOD = "row64"  # format 3: one 64-bit hash per row (docs/format.md)
+DUMP_TEXT_METHOD = "dump-text"  # format 4: SHA-256 of the table's COPY rows as pg_dump wrote them
+DUMP_TEXT_PLAN = {"method": DUMP_TEXT_METHOD}
 COLUMNS_METHOD = "columns"  # format 2: two seeded 64-bit hashes per row, recomputed for old manifests
 KEY_FORMAT = "quoted"  # format('%I.%I', nspname, relname)
 LARGE_OBJECTS_KEY = "large objects"
@@ -116,6 +127,28 @@ SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod,
 COLUMNS_SQL_PRE12 = COLUMNS_SQL.replace("co.collisdeterministic", "true")
 
 DOMAINS_SQL = "SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'"
+TYPES_SQL = "SELECT oid, typtype, typelem, typbasetype FROM pg_type"
+INHERITS_SQL = "SELECT inhrelid, inhparent FROM pg_inherits"
+
+# Types whose text output pg_dump does not pin and the dump-text method must not depend on: money
+# follows lc_monetary (pg_dump keeps the server's, so a dump is only restorable under it).
+DUMP_TEXT_UNSAFE_TYPES = {790: "money", 791: "money[]"}
+
+# The session pg_dump writes COPY data in (pg_dump pins DateStyle, IntervalStyle, extra_float_digits and
+# search_path itself; backupkit adds TimeZone and bytea_output through PGOPTIONS, see dump_env), and
+# what copy_text_hash reproduces.
+DUMP_SESSION = {"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3", "search_path": "",
+                "TimeZone": "UTC", "bytea_output": "hex", "row_security": "off", "synchronize_seqscans": "off"}
+DUMP_PGOPTIONS = "-c TimeZone=UTC -c bytea_output=hex"
+
+
+def dump_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a pg_dump whose COPY text the dump-text method hashes: TimeZone and
+    bytea_output pinned (appended to any PGOPTIONS, so they win), and the database's own encoding
+    (no PGCLIENTENCODING), as on the other side of the comparison."""
+    out = {k: v for k, v in env.items() if k != "PGCLIENTENCODING"}
+    out["PGOPTIONS"] = f"{out['PGOPTIONS']} {DUMP_PGOPTIONS}" if out.get("PGOPTIONS") else DUMP_PGOPTIONS
+    return out
 
 LEAVES_SQL = """
 SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname
@@ -253,21 +286,45 @@ class Catalog:
         for rel, name, typ, typmod, det in conn.execute(cols_sql, (oids,)).fetchall():
             self.columns.setdefault(rel, []).append((name, typ, typmod, det))
         self.domains = dict(conn.execute(DOMAINS_SQL).fetchall())
+        self.types = {oid: (typtype, elem, base) for oid, typtype, elem, base in conn.execute(TYPES_SQL).fetchall()}
+        self.inherit = {oid for pair in conn.execute(INHERITS_SQL).fetchall() for oid in pair}
 
     def plan(self, rel: dict) -> dict[str, Any]:
         return column_plan(self.columns.get(rel["oid"], []), self.domains, binary_allowed=self.binary_allowed)
+
+    def dump_text_ok(self, rel: dict) -> bool:
+        """True when the relation's full fingerprint may be the dump-text hash: an ordinary table, neither a
+        partition nor in an inheritance tree (its leaves load through the root, or its restored column order
+        may differ), whose every column's text output depends only on the pinned dump session."""
+        if rel["relkind"] != "r" or rel["oid"] in self.inherit:
+            return False
+        return all(self._text_safe(typ) for _, typ, _, _ in self.columns.get(rel["oid"], []))
+
+    def _text_safe(self, typ: int, depth: int = 0) -> bool:
+        facts = self.types.get(typ)
+        if depth > 32 or typ in DUMP_TEXT_UNSAFE_TYPES or facts is None:
+            return False
+        typtype, elem, base = facts
+        if typtype == "d":
+            return self._text_safe(base, depth + 1)
+        if typtype == "b":  # base types; arrays (and name, point...) through their element type
+            return elem == 0 or self._text_safe(elem, depth + 1)
+        return typtype == "e"  # enums by label; composite, range and pseudo types are not checked here
 
 
 def recorded_plan(like: dict | None) -> dict[str, Any] | None:
     """The column plan recorded in a manifest entry (format 2 ``columns`` or format 3 ``row64``),
     or None when the entry records none (rows mode, or no entry)."""
+    if like and like.get("method") == DUMP_TEXT_METHOD:
+        return dict(DUMP_TEXT_PLAN)
     if not like or "binary" not in like:
         return None
     method = like.get("method") or COLUMNS_METHOD
     if method == COLUMNS_METHOD:
         return {"method": method, "binary": list(like.get("binary") or []), "text": list(like.get("text") or [])}
     if method != METHOD:
-        raise JobFailed(f"unknown fingerprint method {method!r} in the manifest (known: {COLUMNS_METHOD}, {METHOD})")
+        raise JobFailed(f"unknown fingerprint method {method!r} in the manifest (known: {COLUMNS_METHOD}, {METHOD}, "
+                        f"{DUMP_TEXT_METHOD})")
     return {"method": method, "binary": list(like.get("binary") or []),
             "send": [list(x) for x in like.get("send") or []], "text": list(like.get("text") or [])}
 
@@ -282,10 +339,13 @@ def entry_key(rel: dict) -> str:
 
 
 def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode: str, *, side: str,
-                         like: dict | None = None, sequences: dict | None = None) -> dict[str, Any]:
+                         like: dict | None = None, sequences: dict | None = None,
+                         dump_text: bool = False) -> dict[str, Any]:
     """Fingerprint one relation. ``side`` is "source" (in the dump's snapshot: a materialized view
     is fingerprinted as what its definition yields) or "restored"; ``like`` is the manifest entry,
-    whose column plan the restored side reuses; ``sequences`` are values read from the archive."""
+    whose column plan the restored side reuses; ``sequences`` are values read from the archive.
+    With ``dump_text`` (source side, full mode), a table that qualifies gets the dump-text plan: its
+    row count here and ``hash`` None, for the caller to fill in from the archive."""
     kind = _kind(rel["relkind"])
     ident = sql.Identifier(rel["schema"], rel["name"])
     what = f"{kind} {rel['key']}"
@@ -295,8 +355,14 @@ def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode
         else:
             ((last, called),) = _run(conn, sql.SQL("SELECT last_value, is_called FROM {}").format(ident), what=what)
         return {"kind": kind, "last_value": int(last), "is_called": bool(called)}
-    plan = recorded_plan(like) or cat.plan(rel)
-    if (plan["binary"] or plan.get("send")) and not cat.binary_allowed:
+    plan = recorded_plan(like) or (
+        dict(DUMP_TEXT_PLAN) if dump_text and mode == "full" and cat.dump_text_ok(rel) else cat.plan(rel))
+    if plan["method"] == DUMP_TEXT_METHOD:
+        if mode != "full" or kind != "table":
+            raise JobFailed(f"{what}: the manifest records method {DUMP_TEXT_METHOD} for a {kind} in {mode} mode")
+        ((n,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(ident), what=what)
+        return {"kind": kind, "rows": int(n), "hash": None, **plan}
+    if (plan.get("binary") or plan.get("send")) and not cat.binary_allowed:
         raise JobFailed(f"{what} was fingerprinted with hash_record_extended at backup time, which this server "
                         f"(version {conn.info.server_version}) cannot compute; drill into PostgreSQL 14 or newer")
     out: dict[str, Any] = {"kind": kind}
@@ -336,9 +402,9 @@ def large_objects(conn: psycopg.Connection, mode: str) -> dict[str, Any]:
 
 
 def fingerprints(conn: psycopg.Connection, mode: str, *, side: str, like: dict | None = None,
-                 sequences: dict | None = None) -> dict[str, dict[str, Any]]:
-    """Given a connection (in the wanted snapshot, settings pinned), return every format-2 entry
-    except ``schema`` and ``database`` (pg_schema.py adds those)."""
+                 sequences: dict | None = None, dump_text: bool = False) -> dict[str, dict[str, Any]]:
+    """Given a connection (in the wanted snapshot, settings pinned), return every entry except
+    ``schema`` and ``database`` (pg_schema.py adds those); ``dump_text`` as in relation_fingerprint."""
     if mode not in MODES:
         raise ValueError(f"fingerprint mode must be one of {MODES}, not {mode!r}")
     set_fingerprint_session(conn)
@@ -347,13 +413,13 @@ def fingerprints(conn: psycopg.Connection, mode: str, *, side: str, like: dict |
     for rel in cat.relations:
         key = entry_key(rel)
         out[key] = relation_fingerprint(conn, cat, rel, mode, side=side, like=(like or {}).get(key),
-                                        sequences=sequences)
+                                        sequences=sequences, dump_text=dump_text)
     out[LARGE_OBJECTS_KEY] = large_objects(conn, mode)
     return out
 
 
 def parallel_fingerprints(connect: Callable[[], psycopg.Connection], mode: str, *, workers: int,
-                          like: dict | None = None) -> dict[str, dict[str, Any]]:
+                          like: dict | None = None, dump_text: bool = False) -> dict[str, dict[str, Any]]:
     """Like ``fingerprints(side="restored")`` on a database nobody writes to (a restored scratch
     copy): relations are spread, largest first, over ``workers`` connections."""
     if mode not in MODES:
@@ -383,7 +449,8 @@ def parallel_fingerprints(connect: Callable[[], psycopg.Connection], mode: str, 
                         out[LARGE_OBJECTS_KEY] = large_objects(conn, mode)
                         continue
                     key = entry_key(rel)
-                    out[key] = relation_fingerprint(conn, cat, rel, mode, side="restored", like=(like or {}).get(key))
+                    out[key] = relation_fingerprint(conn, cat, rel, mode, side="restored", like=(like or {}).get(key),
+                                                    dump_text=dump_text)
         except BaseException as e:  # re-raised below in the calling thread
             errors.append(e)
 
@@ -396,6 +463,49 @@ def parallel_fingerprints(connect: Callable[[], psycopg.Connection], mode: str, 
     if errors:
         raise errors[0]
     return dict(sorted(out.items()))
+
+
+def dump_text_keys(fps: dict[str, dict[str, Any]]) -> list[str]:
+    """The entries whose hash is the dump-text hash (to be filled in from an archive)."""
+    return sorted(k for k, v in fps.items() if isinstance(v, dict) and v.get("method") == DUMP_TEXT_METHOD)
+
+
+TABLE_NAMES_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+"""
+
+
+def table_names(conn: psycopg.Connection, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """{key: (schema, table)} of the ordinary tables with those quoted keys."""
+    return {k: (s, t) for k, s, t in conn.execute(TABLE_NAMES_SQL, (keys,)).fetchall()}
+
+
+def copy_text_hash(conn: psycopg.Connection, schema: str, table: str) -> str:
+    """The dump-text hash by its definition (docs/format.md): SHA-256 over the rows of ``COPY ONLY
+    table TO STDOUT``, in the order the server returns them, each row (with its newline) preceded by a
+    zero byte and its length as 4 bytes little-endian, in the dump session's settings and the
+    database's encoding. Row by row in Python: the fallback when an archive's framing is not one
+    row per chunk, and what tests compare the archive walk with. The settings are transaction-local:
+    call it outside a transaction (or they last until the caller's transaction ends)."""
+    ident = sql.Identifier(schema, table)
+    with conn.transaction():
+        for name, value in DUMP_SESSION.items():
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+        conn.execute("SELECT set_config('client_encoding', current_setting('server_encoding'), true)")
+        h, tail = hashlib.sha256(), b""
+        with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(ident)) as copy:
+            for data in copy:
+                lines = (tail + bytes(data)).split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    row = line + b"\n"
+                    h.update(b"\0" + len(row).to_bytes(4, "little"))
+                    h.update(row)
+    if tail:
+        raise JobFailed(f"table {schema}.{table}: COPY output did not end with a newline")
+    return h.hexdigest()
 
 
 def is_legacy(like: dict | None) -> bool:

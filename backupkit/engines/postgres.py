@@ -36,8 +36,8 @@ import psycopg
 from psycopg import sql
 
 from ..errors import BackupkitError, ConfigError, JobFailed
-from .base import CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch
-from .kit import Child, stream_child
+from .base import CheckResult, DatabaseScratchMixin, DumpResult, DumpSink, Engine, RestoreSource, Scratch, run_beside
+from .kit import Child, drain_child, stream_child
 from .pg_cluster import EphemeralCluster, find_tool, newest_server_bindir, private_root, server_os_user
 from .pg_conn import (
     Endpoint,
@@ -49,10 +49,16 @@ from .pg_conn import (
     server_identity,
     source_endpoint,
 )
-from .pg_archive import TocTap, sequence_values
+from .pg_archive import TableData, TocTap, sequence_values
 from .pg_fingerprint import (
     FORMAT as FINGERPRINT_FORMAT,
     KEY_FORMAT,
+    Catalog,
+    copy_text_hash,
+    dump_env,
+    dump_text_keys,
+    relation_fingerprint,
+    table_names,
     fingerprints as relation_fingerprints,
     is_legacy,
     legacy_fingerprints,
@@ -107,11 +113,28 @@ def _tail(text: str | bytes) -> str:
 
 
 def source_fingerprints(conn: psycopg.Connection, mode: str) -> dict[str, dict[str, Any]]:
-    """Every format-2 entry of the source, in the dump's snapshot (``conn`` is inside it)."""
-    out = relation_fingerprints(conn, mode, side="source")
+    """Every entry of the source, in the dump's snapshot (``conn`` is inside it); the hashes of
+    dump-text tables are left None, for ``fill_dump_text`` to take from the archive."""
+    out = relation_fingerprints(conn, mode, side="source", dump_text=True)
     out[SCHEMA_KEY] = schema_fingerprint(conn)
     out[DATABASE_KEY] = database_properties(conn)
     return dict(sorted(out.items()))
+
+
+def fill_dump_text(fps: dict[str, dict[str, Any]], tables: dict[tuple[str, str], TableData],
+                   names: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Given fingerprints with dump-text entries, the table hashes of an archive and {key: (schema,
+    table)}, set each entry's hash; return {key: why not} for the entries left without one."""
+    missing = {}
+    for key in dump_text_keys(fps):
+        data = tables.get(names.get(key, ("", "")))
+        if data is None:
+            missing[key] = "no data block in the archive"
+        elif not data.one_row_chunks:
+            missing[key] = "pg_dump did not write one row per chunk"
+        else:
+            fps[key]["hash"] = data.sha256
+    return missing
 
 
 def expected_database(scratch: Scratch) -> dict[str, Any] | None:
@@ -204,11 +227,11 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                 fp_result["error"] = e
             fp_result["seconds"] = round(time.monotonic() - t0, 3)
 
-        child = Child(argv, what=what, tool="pg_dump", env=env).start()
+        child = Child(argv, what=what, tool="pg_dump", env=dump_env(env)).start()
         worker = threading.Thread(target=fingerprint, name="pg-fingerprint", daemon=True)
         worker.start()
         t0 = time.monotonic()
-        tap = TocTap(child.stdout)
+        tap = TocTap(child.stdout, hash_data=mode == "full")
 
         def stop_fingerprinting() -> None:  # pg_dump or the sink failed: end the snapshot's session
             with contextlib.suppress(Exception):
@@ -230,13 +253,36 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                 raise JobFailed(f"{what}: {e}") from None
             raise JobFailed(f"{what}: fingerprinting in the dump's snapshot failed: {' '.join(str(e).split())}") from None
         sequences_from = self._sequences_from_archive(conn, tap, fp_result["value"])
+        dump_text = self._dump_text_from_archive(conn, tap, fp_result["value"], mode) if mode == "full" else None
         conn.execute("COMMIT")
         data_info = {"stream_seconds": round(stream_seconds, 3), "fingerprint_seconds": fp_result["seconds"],
                      "tables": len(fp_result["value"]), "content_bytes": info.content_bytes,
-                     "sequences_from": sequences_from, "archive_version": (tap.header or {}).get("version")}
+                     "sequences_from": sequences_from, "archive_version": (tap.header or {}).get("version"),
+                     "pg_dump_version": (tap.header or {}).get("pg_dump")}
+        if dump_text is not None:
+            data_info["dump_text"] = dump_text
         logger.info("%s: pg_dump streamed %d bytes in %.1fs; %d tables fingerprinted (%s) in %.1fs", what,
                     info.content_bytes, stream_seconds, len(fp_result["value"]), mode, fp_result["seconds"])
         return consistency, fp_result["value"], data_info
+
+    @staticmethod
+    def _dump_text_from_archive(conn, tap: TocTap, fps: dict, mode: str) -> dict[str, Any]:
+        """Set the hash of every dump-text entry from the archive's data blocks; an entry the archive
+        cannot give (no block, another framing, a walk error) is fingerprinted in SQL instead, still in
+        the dump's snapshot (``conn`` is inside it). Returns what happened, for the manifest."""
+        keys = dump_text_keys(fps)
+        tables, error = tap.table_hashes()
+        missing = fill_dump_text(fps, tables, table_names(conn, keys) if keys else {})
+        if error:
+            missing = {k: error for k in keys}
+        if missing:
+            logger.warning("dump-text hashes not taken from the archive, fingerprinted in SQL instead: %s",
+                           "; ".join(f"{k}: {why}" for k, why in sorted(missing.items())))
+            cat = Catalog(conn)
+            for rel in cat.relations:
+                if rel["key"] in missing:
+                    fps[rel["key"]] = relation_fingerprint(conn, cat, rel, mode, side="source")
+        return {"tables": len(keys) - len(missing), "sql_instead": dict(sorted(missing.items()))}
 
     @staticmethod
     def _sequences_from_archive(conn, tap: TocTap, fps: dict) -> str:
@@ -634,8 +680,42 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         return (details.get("fingerprint_format") is None) if scratch.manifest is not None else is_legacy(like)
 
     def _relation_fingerprints(self, scratch: Scratch, mode: str, like: dict | None) -> dict[str, dict[str, Any]]:
-        # The restored copy is quiescent: relations are fingerprinted in parallel, one connection per core.
-        return parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1, like=like)
+        # The restored copy is quiescent: relations are fingerprinted in parallel, one connection per core;
+        # dump-text tables are dumped again beside them and hashed as at backup time. Without a manifest
+        # (``like`` None) the tables a backup would hash from its archive are hashed that way here too.
+        def counts() -> dict[str, dict[str, Any]]:
+            return parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1,
+                                         like=like, dump_text=like is None)
+        if mode != "full" or (like is not None and not dump_text_keys(like)):
+            return counts()
+        tables, out = run_beside(lambda: self._redump(scratch), counts, name="pg-redump")
+        keys = dump_text_keys(out)
+        with self._connect(scratch) as conn:
+            names = table_names(conn, keys)
+        for key, why in fill_dump_text(out, tables, names).items():
+            if key not in names:
+                continue  # the table is missing: its entry says so (hash None)
+            logger.warning("%s: dump-text hash computed row by row from COPY (%s)", key, why)
+            with self._connect(scratch) as conn:
+                out[key]["hash"] = copy_text_hash(conn, *names[key])
+        return out
+
+    def _redump(self, scratch: Scratch) -> dict[tuple[str, str], TableData]:
+        """Dump the restored copy's table data again (pg_dump -Fc -Z0 --data-only, output discarded) and
+        return the table hashes of its data blocks, as the backup took them from its own archive."""
+        h: PgScratch = scratch.handle
+        h.wait_ready()
+        what = f"{scratch.kind} scratch {h.endpoint.label}"
+        argv = [str(h.bindir / "pg_dump"), "--format=custom", "--compress=0", "--data-only", "--no-blobs",
+                "--dbname", h.endpoint.conninfo()]
+        with client_env(h.endpoint, h.workdir) as env:
+            child = Child(argv, what=what, tool="pg_dump (restored copy)", env=dump_env(env)).start()
+            tap = TocTap(child.stdout, hash_data=True)
+            drain_child(child, lambda _chunk: None, reader=tap)
+        tables, error = tap.table_hashes()
+        if error:
+            raise JobFailed(f"{what}: reading pg_dump's archive of the restored copy: {error}")
+        return tables
 
     def _catalog_entries(self, scratch: Scratch, like: dict | None) -> dict[str, dict[str, Any]]:
         """The ``schema`` and ``database`` entries of a restored scratch, with what is not comparable there."""

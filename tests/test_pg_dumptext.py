@@ -1,0 +1,234 @@
+"""PostgreSQL fingerprint format 4, method ``dump-text``: a table's full fingerprint is the SHA-256 of
+its COPY rows exactly as ``pg_dump -Fc -Z0`` wrote them into the backup (docs/format.md).
+
+Everything runs against the real server and real pg_dump archives: the archive walk gives the
+definition's value (computed row by row from COPY) at every way the stream can be cut; large
+objects whose bytes hold runs of zeros do not end a block early; what the method cannot vouch for
+(money, inheritance, a first row too long to check, another framing) is fingerprinted in SQL and
+says so; and a drill of a hostile schema passes, then fails on one changed value naming the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backupkit.artifact import DirectorySink
+from backupkit.engines.pg_archive import COPY_END, DataBlocks, TableData, TocTap, frame_row, parse_toc
+from backupkit.engines.pg_fingerprint import DUMP_PGOPTIONS, copy_text_hash, dump_text_keys, table_names
+from backupkit.engines.postgres import PostgresEngine, fill_dump_text
+from backupkit.verdict import compare_fingerprints
+
+from fixtures.postgres import make_policy, open_source, pg_dsn, pg_exec
+
+pytestmark = pytest.mark.postgres
+
+HOSTILE_SQL = [
+    "CREATE TYPE ward AS ENUM ('内科', '外科')",
+    # a name with a quote, a dot, a newline and Chinese; values with tabs, newlines, backslashes, zero bytes
+    """CREATE TABLE "病人 ""表"".x
+y" (id int PRIMARY KEY, name text, w ward, photo bytea, at timestamptz, v numeric, f float8, j jsonb)""",
+    """INSERT INTO "病人 ""表"".x
+y" VALUES (1, E'王\\t小明\\n第二行\\\\', '内科', '\\x0000000000000000ff'::bytea, '2024-03-01 08:30+08', 1.50, -0.0,
+           '{"a": 1.0}'), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL), (3, '', '外科', '\\x'::bytea, 'infinity',
+           'NaN', 'NaN', '[]')""",
+    "CREATE TABLE empty_one (id int)",
+    "CREATE TABLE no_key (v text)",
+    "INSERT INTO no_key SELECT 'row ' || (g % 7) FROM generate_series(1, 3000) g",
+    # money follows lc_monetary, which pg_dump does not pin: fingerprinted in SQL
+    "CREATE TABLE bills (id int PRIMARY KEY, amount money)",
+    "INSERT INTO bills VALUES (1, 12.5), (2, NULL)",
+    # an inheritance tree: its restored column order may differ, so SQL
+    "CREATE TABLE base_log (id int, msg text)",
+    "CREATE TABLE child_log (extra text) INHERITS (base_log)",
+    "INSERT INTO base_log VALUES (1, 'parent')",
+    "INSERT INTO child_log VALUES (2, 'child', 'x')",
+    # large objects whose bytes hold long runs of zeros (a block end marker is five zero bytes)
+    "SELECT lo_from_bytea(0, decode(repeat('00', 70000) || 'ff' || repeat('00', 9), 'hex'))",
+    "SELECT lo_from_bytea(0, '\\x00000000000001'::bytea)",
+    "CREATE TABLE after_blobs (id int PRIMARY KEY, t text)",
+    "INSERT INTO after_blobs SELECT g, repeat('x', g % 50) FROM generate_series(1, 500) g",
+]
+
+
+def pg_dump_archive(db: str, path: Path, *extra: str) -> bytes:
+    env = {"PATH": "/usr/bin:/bin", "PGOPTIONS": DUMP_PGOPTIONS}
+    subprocess.run(["pg_dump", "--format=custom", "--compress=0", *extra, "--file", str(path), "--dbname", pg_dsn(db)],
+                   check=True, env=env)
+    return path.read_bytes()
+
+
+def walk(archive: bytes, cuts) -> TocTap:
+    """Feed the archive through a TocTap in pieces of the given sizes (cycled)."""
+    class Reader:
+        def __init__(self):
+            self.pos, self.sizes = 0, iter(cuts)
+
+        def read(self, size=-1):
+            n = next(self.sizes)
+            out = archive[self.pos:self.pos + n]
+            self.pos += len(out)
+            return out
+
+    tap = TocTap(Reader(), hash_data=True)
+    while tap.read():
+        pass
+    return tap
+
+
+def cycle(sizes):
+    while True:
+        yield from sizes
+
+
+def test_archive_walk_gives_the_definition_at_every_cut(pg_database, tmp_path):
+    db = pg_database("bk_dtext")
+    pg_exec(db, *HOSTILE_SQL)
+    archive = pg_dump_archive(db, tmp_path / "a.dump")
+    with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
+        names = {(s, t): k for k, (s, t) in table_names(conn, [
+            'public."病人 ""表"".x\ny"', "public.empty_one", "public.no_key", "public.bills", "public.base_log",
+            "public.child_log", "public.after_blobs"]).items()}
+        expected = {st: copy_text_hash(conn, *st) for st in names}
+    assert len(expected) == 7 and expected[("public", "empty_one")] == hashlib.sha256(b"").hexdigest()
+
+    whole, error = walk(archive, cycle([1 << 20])).table_hashes()
+    assert error is None
+    assert {st: d.sha256 for st, d in whole.items()} == expected
+    assert all(d.one_row_chunks for d in whole.values())
+    toc_end = parse_toc(archive)[0]["toc_bytes"]
+    rng = random.Random(7)
+    for sizes in [[1], [2], [3], [5], [7], [9], [10], [11], [14], [15], [16], [19], [20], [21], [4093],
+                  *([rng.randint(1, 300) for _ in range(50)] for _ in range(20)),
+                  [toc_end - 1, 1, 1, 1, 1 << 20], [toc_end, 13, 1 << 20], [toc_end + 3, 1 << 20]]:
+        tables, error = walk(archive, cycle(sizes)).table_hashes()
+        assert error is None, sizes
+        assert {st: d.sha256 for st, d in tables.items()} == expected, sizes
+
+
+def test_archive_walk_errors_and_framing(pg_database, tmp_path):
+    """A truncated archive, an unknown block type and a chunk holding two rows are reported, not hashed
+    as if complete; a block without pg_dump's final ``\\.`` chunk hashes the same (the rows alone)."""
+    db = pg_database("bk_dtext")
+    pg_exec(db, "CREATE TABLE t (v text)", "INSERT INTO t VALUES ('a'), ('b')")
+    archive = pg_dump_archive(db, tmp_path / "a.dump")
+    toc_end = parse_toc(archive)[0]["toc_bytes"]
+    data = archive[toc_end:]
+    rows = [b"a\n", b"b\n"]
+    body = b"".join(frame_row(r) + r for r in rows)
+    assert data[6:] == body + frame_row(COPY_END) + COPY_END + b"\0" * 5  # what pg_dump 15 writes
+    want = hashlib.sha256(body).hexdigest()
+
+    def blocks(payload: bytes) -> DataBlocks:
+        b = DataBlocks(4)
+        b.feed(payload)
+        b.finish()
+        return b
+
+    head = data[:6]
+    assert blocks(data).tables[head_id(head)] == TableData(head_id(head), want, True)
+    assert blocks(head + body + b"\0" * 5).tables[head_id(head)].sha256 == want  # no \. chunk
+    two_in_one = frame_row(b"a\nb\n") + b"a\nb\n"
+    assert blocks(head + two_in_one + b"\0" * 5).tables[head_id(head)].one_row_chunks is False
+    assert blocks(data[:-3]).error == "the archive ended inside a data block"
+    assert "unknown data block type 9" in blocks(b"\x09" + data[1:]).error
+    tap = walk(archive[:-3], cycle([64]))
+    assert tap.table_hashes() == ({}, "the archive ended inside a data block")
+
+
+def head_id(head: bytes) -> int:
+    return int.from_bytes(head[2:6], "little")
+
+
+def test_fill_names_what_the_archive_could_not_give():
+    fps = {"public.a": {"kind": "table", "rows": 1, "hash": None, "method": "dump-text"},
+           "public.b": {"kind": "table", "rows": 1, "hash": None, "method": "dump-text"},
+           "public.c": {"kind": "table", "rows": 1, "hash": None, "method": "dump-text"},
+           "public.d": {"kind": "table", "rows": 1, "hash": "x", "method": "row64"}}
+    names = {"public.a": ("public", "a"), "public.b": ("public", "b"), "public.c": ("public", "c")}
+    tables = {("public", "a"): TableData(1, "h1", True), ("public", "b"): TableData(2, "h2", False)}
+    missing = fill_dump_text(fps, tables, names)
+    assert missing == {"public.b": "pg_dump did not write one row per chunk", "public.c": "no data block in the archive"}
+    assert fps["public.a"]["hash"] == "h1" and fps["public.b"]["hash"] is None and fps["public.d"]["hash"] == "x"
+    assert dump_text_keys(fps) == ["public.a", "public.b", "public.c"]
+
+
+def dump_and_restore(db, age_keys, dump_dir, tmp_path):
+    engine = PostgresEngine()
+    policy = make_policy(db, drill={"fingerprint": "full"})
+    sink = DirectorySink(dump_dir(), age_keys.recipients)
+    result = engine.dump(policy=policy, sink=sink)
+    return engine, policy, sink, result
+
+
+def test_hostile_schema_drill_passes_and_one_changed_value_fails_that_table(pg_database, age_keys, dump_dir,
+                                                                            tmp_path, monkeypatch):
+    db = pg_database("bk_dtext")
+    pg_exec(db, *HOSTILE_SQL, f"ALTER DATABASE {db} SET TimeZone = 'Asia/Shanghai'",
+            f"ALTER DATABASE {db} SET bytea_output = 'escape'",
+            # a first row longer than the framing check reads: that table is fingerprinted in SQL
+            "CREATE TABLE big_first (id int, t text)",
+            "INSERT INTO big_first VALUES (1, repeat('长', 400000)), (2, 'short')")
+    engine, policy, sink, result = dump_and_restore(db, age_keys, dump_dir, tmp_path)
+    fp = result.fingerprints
+    hostile = 'public."病人 ""表"".x\ny"'
+    assert set(dump_text_keys(fp)) == {hostile, "public.empty_one", "public.no_key", "public.after_blobs"}
+    assert fp["public.bills"]["method"] == fp["public.base_log"]["method"] == fp["public.child_log"]["method"] == "row64"
+    assert result.details["dump_text"] == {"tables": 4, "sql_instead": {
+        "public.big_first": "pg_dump did not write one row per chunk"}}
+    assert fp["public.big_first"]["method"] == "row64" and fp["public.big_first"]["rows"] == 2
+    assert fp["large objects"]["count"] == 2
+    with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
+        # the session's own TimeZone and bytea_output do not reach the hash: the dump pins them
+        conn.execute("SET TimeZone = 'America/New_York'")
+        assert fp[hostile]["hash"] == copy_text_hash(conn, "public", '病人 "表".x\ny')
+
+    with engine.scratch(policy=policy, workdir=tmp_path / "w") as scratch:
+        scratch.manifest = {"fingerprints": fp, "details": result.details}
+        engine.restore(policy=policy, scratch=scratch, source=open_source(sink, age_keys))
+        checks, actual = engine.check_restored(scratch=scratch, mode="full", like=fp)
+        assert [c.status for c in checks] == ["passed"]
+        assert [c for c in compare_fingerprints(fp, actual) if c["status"] != "passed"] == []
+
+        # a redump whose framing cannot be trusted: the drill hashes those tables row by row from COPY
+        real_redump = PostgresEngine._redump
+
+        def reframed(self, scr):
+            return {k: TableData(v.dump_id, "not used", False) for k, v in real_redump(self, scr).items()}
+
+        monkeypatch.setattr(PostgresEngine, "_redump", reframed)
+        assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == actual
+        monkeypatch.undo()
+
+        with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
+            conn.execute('UPDATE "病人 ""表"".x\ny" SET v = 1.5 WHERE id = 1')  # 1.50 -> 1.5, same row count
+        bad = [c for c in compare_fingerprints(fp, engine.fingerprints(scratch=scratch, mode="full", like=fp))
+               if c["status"] == "failed"]
+        assert [c["name"] for c in bad] == [f"fingerprint {hostile}"]
+        assert "rows=3" in bad[0]["detail"]
+
+
+def documented_recipe() -> str:
+    """The shell recipe of docs/format.md ("To recompute by hand"), exactly as written there."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
+    block = text.split("*To recompute by hand*", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "COPY public.lab_results TO STDOUT" in block and "psql -X -d his" in block
+    return block
+
+
+def test_the_documented_recipe_gives_the_recorded_hash(pg_database, age_keys, dump_dir, tmp_path):
+    db = pg_database("bk_dtext")
+    pg_exec(db, *HOSTILE_SQL, f"ALTER DATABASE {db} SET TimeZone = 'Asia/Shanghai'",
+            "CREATE TABLE lab_results (id int PRIMARY KEY, v numeric, at timestamptz, src regclass, r float8, b bytea)",
+            "INSERT INTO lab_results SELECT g, g / 8.0, '2024-01-01 08:00+08'::timestamptz + g * interval '1 h', "
+            "'pg_class', g * 0.1, decode(lpad(to_hex(g), 8, '0'), 'hex') FROM generate_series(1, 300) g")
+    engine, policy, sink, result = dump_and_restore(db, age_keys, dump_dir, tmp_path)
+    assert result.fingerprints["public.lab_results"]["method"] == "dump-text"
+    recipe = documented_recipe().replace("psql -X -d his", f"psql -X -h 127.0.0.1 -U postgres -d {db}")
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", recipe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == result.fingerprints["public.lab_results"]["hash"]
