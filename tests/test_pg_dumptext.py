@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from backupkit.artifact import DirectorySink
-from backupkit.engines.pg_archive import COPY_END, DataBlocks, TableData, TocTap, frame_row, parse_toc
+from backupkit.engines.pg_archive import COPY_END, DataBlocks, TableData, TocTap, frame_row, parse_toc, table_data_ids
 from backupkit.engines.pg_fingerprint import DUMP_PGOPTIONS, copy_text_hash, dump_text_keys, table_names
-from backupkit.engines.postgres import PostgresEngine, fill_dump_text
+from backupkit.engines.postgres import PostgresEngine, fill_dump_text, pg_dump_pattern, split_tables
 from backupkit.verdict import compare_fingerprints
 
 from fixtures.postgres import make_policy, open_source, pg_dsn, pg_exec
@@ -198,8 +198,8 @@ def test_hostile_schema_drill_passes_and_one_changed_value_fails_that_table(pg_d
         # a redump whose framing cannot be trusted: the drill hashes those tables row by row from COPY
         real_redump = PostgresEngine._redump
 
-        def reframed(self, scr):
-            return {k: TableData(v.dump_id, "not used", False) for k, v in real_redump(self, scr).items()}
+        def reframed(self, scr, keys):
+            return {k: TableData(v.dump_id, "not used", False) for k, v in real_redump(self, scr, keys).items()}
 
         monkeypatch.setattr(PostgresEngine, "_redump", reframed)
         assert engine.fingerprints(scratch=scratch, mode="full", like=fp) == actual
@@ -232,3 +232,31 @@ def test_the_documented_recipe_gives_the_recorded_hash(pg_database, age_keys, du
     recipe = documented_recipe().replace("psql -X -d his", f"psql -X -h 127.0.0.1 -U postgres -d {db}")
     out = subprocess.run(["bash", "-o", "pipefail", "-c", recipe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == result.fingerprints["public.lab_results"]["hash"]
+
+
+HOSTILE_NAMES = ['a"b', "x.y", "we*rd?", "UPPER", "new\nline", "$1", "a[b]|c", "表 名", "(x)+"]
+
+
+def test_pg_dump_patterns_match_exactly_one_hostile_name(pg_database, tmp_path):
+    """The drill's second dump splits the tables over two pg_dump processes by --table/--exclude-table
+    patterns: each pattern matches its table and nothing else, whatever the name holds."""
+    db = pg_database("bk_dtext")
+    statements = ['CREATE SCHEMA "s.c*"']
+    for name in HOSTILE_NAMES:
+        ident = '"s.c*".' + '"' + name.replace('"', '""') + '"'
+        statements += [f"CREATE TABLE {ident} (v int)", f"INSERT INTO {ident} VALUES (1)"]
+    pg_exec(db, *statements, "CREATE TABLE s_c (v int)", "CREATE TABLE xay (v int)")
+    everything = {("s.c*", n) for n in HOSTILE_NAMES} | {("public", "s_c"), ("public", "xay")}
+    for name in HOSTILE_NAMES:
+        one = pg_dump_archive(db, tmp_path / "one.dump", "--data-only", f"--table={pg_dump_pattern('s.c*', name)}")
+        assert set(table_data_ids(parse_toc(one)[1])) == {("s.c*", name)}, name
+        rest = pg_dump_archive(db, tmp_path / "rest.dump", "--data-only",
+                               f"--exclude-table={pg_dump_pattern('s.c*', name)}")
+        assert set(table_data_ids(parse_toc(rest)[1])) == everything - {("s.c*", name)}, name
+
+
+def test_split_tables_balances_two_processes():
+    t = [(("s", f"t{i}"), size) for i, size in enumerate([100, 60, 50, 10, 0])]
+    first = split_tables(t)
+    assert first == [("s", "t1"), ("s", "t2")]  # largest first, each to the lighter side: 60+50 | 100+10+0
+    assert split_tables([(("s", "only"), 5)]) == [] and split_tables([]) == []

@@ -48,6 +48,7 @@ from ..keys import check_private_mode
 logger = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # 1 MiB pipe buffer between the dump program and the sink
+DRAIN_BATCH, DRAIN_PAUSE = 256 << 10, 0.002  # drain_child: after a read shorter than this, wait this long
 STDERR_TAIL = 1500  # characters of a child's stderr kept for the error message
 
 
@@ -264,6 +265,8 @@ def drain_child(child: Child, feed: Callable[[bytes], None], *, reader=None) -> 
     try:
         while chunk := source.read(1 << 20):
             feed(chunk)
+            if len(chunk) < DRAIN_BATCH:
+                time.sleep(DRAIN_PAUSE)  # let the pipe fill: fewer, larger reads (the output goes nowhere)
     except BaseException:
         child.kill()
         child.close()

@@ -131,6 +131,7 @@ def sequence_values(entries: list[TocEntry]) -> dict[tuple[str, str], tuple[int,
 BLK_DATA, BLK_BLOBS = 1, 3  # pg_backup_custom.c block types
 COPY_END = b"\\.\n\n\n"  # the chunk pg_dump ends a table's COPY data with (not a row: rows hold one newline)
 FIRST_ROW_CHECK = 1 << 20  # a first row longer than this is not checked; its table takes the SQL method
+WALK_BYTES = 1 << 20  # the data blocks are walked in pieces of at least this many bytes
 
 
 def frame_row(row: bytes) -> bytes:
@@ -290,15 +291,20 @@ class TocTap:
         self.entries: list[TocEntry] = []
         self.error: str | None = None
         self.blocks: DataBlocks | None = None
+        self._pending_walk = bytearray()
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         if not self.done and data:
             self._feed(data)
         elif self.blocks is not None:
-            if data:
-                self.blocks.feed(data)
-            else:
+            # A pipe hands over what pg_dump wrote so far, often a few KiB: walk in pieces of WALK_BYTES
+            # or more, so the walk's cost per call does not count once per small read.
+            self._pending_walk += data
+            if len(self._pending_walk) >= WALK_BYTES or not data:
+                self.blocks.feed(bytes(self._pending_walk))
+                self._pending_walk.clear()
+            if not data:
                 self.blocks.finish()
         return data
 
@@ -330,6 +336,9 @@ class TocTap:
             return {}, "data blocks were not hashed"
         if self.error or self.header is None or self.blocks is None:
             return {}, self.error or "the table of contents was not complete"
+        if self._pending_walk:
+            self.blocks.feed(bytes(self._pending_walk))
+            self._pending_walk.clear()
         self.blocks.finish()
         if self.blocks.error:
             return {}, self.blocks.error

@@ -137,6 +137,33 @@ def fill_dump_text(fps: dict[str, dict[str, Any]], tables: dict[tuple[str, str],
     return missing
 
 
+TABLE_SIZES_SQL = """
+SELECT n.nspname, c.relname, pg_relation_size(c.oid)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND (%(keys)s::text[] IS NULL OR format('%%I.%%I', n.nspname, c.relname) = ANY(%(keys)s::text[]))
+"""
+
+
+def pg_dump_pattern(schema: str, table: str) -> str:
+    """A pg_dump --table pattern that matches exactly this table: both names double-quoted (inside
+    quotes pattern characters are literal; a double quote is doubled)."""
+    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+
+
+def split_tables(sizes: list[tuple[tuple[str, str], int]]) -> list[tuple[str, str]]:
+    """Given ((schema, table), bytes) pairs, return the tables the first of two pg_dump processes takes
+    (largest first, each to the lighter process); the second takes every other table. Empty when one
+    table holds the lot (a second process would have nothing to do)."""
+    loads, first = [0, 0], []
+    for table, size in sorted(sizes, key=lambda x: (-x[1], x[0])):
+        i = 0 if loads[0] < loads[1] else 1
+        loads[i] += size
+        if i == 0:
+            first.append(table)
+    return first if loads[1] > 0 else []
+
+
 def expected_database(scratch: Scratch) -> dict[str, Any] | None:
     """The ``database`` entry of the manifest being restored, when the caller passed the manifest."""
     return (((scratch.manifest or {}).get("fingerprints") or {}).get(DATABASE_KEY)) or None
@@ -688,7 +715,8 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                                          like=like, dump_text=like is None)
         if mode != "full" or (like is not None and not dump_text_keys(like)):
             return counts()
-        tables, out = run_beside(lambda: self._redump(scratch), counts, name="pg-redump")
+        tables, out = run_beside(lambda: self._redump(scratch, dump_text_keys(like or {}) or None), counts,
+                                 name="pg-redump")
         keys = dump_text_keys(out)
         with self._connect(scratch) as conn:
             names = table_names(conn, keys)
@@ -700,18 +728,34 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                 out[key]["hash"] = copy_text_hash(conn, *names[key])
         return out
 
-    def _redump(self, scratch: Scratch) -> dict[tuple[str, str], TableData]:
+    def _redump(self, scratch: Scratch, keys: list[str]) -> dict[tuple[str, str], TableData]:
         """Dump the restored copy's table data again (pg_dump -Fc -Z0 --data-only, output discarded) and
-        return the table hashes of its data blocks, as the backup took them from its own archive."""
+        return the table hashes of its data blocks, as the backup took them from its own archive. Two
+        pg_dump processes share the work (the tables ``keys`` names, split by size), so the restored
+        copy is read on both cores."""
         h: PgScratch = scratch.handle
         h.wait_ready()
-        what = f"{scratch.kind} scratch {h.endpoint.label}"
-        argv = [str(h.bindir / "pg_dump"), "--format=custom", "--compress=0", "--data-only", "--no-blobs",
-                "--dbname", h.endpoint.conninfo()]
+        with self._connect(scratch) as conn:
+            sizes = conn.execute(TABLE_SIZES_SQL, {"keys": keys}).fetchall()
+        first = split_tables([((schema, name), size) for schema, name, size in sizes])
+        base = [str(h.bindir / "pg_dump"), "--format=custom", "--compress=0", "--data-only", "--no-blobs"]
+        parts = [[*base, *(f"--table={pg_dump_pattern(*t)}" for t in first)],
+                 [*base, *(f"--exclude-table={pg_dump_pattern(*t)}" for t in first)]] if first else [base]
         with client_env(h.endpoint, h.workdir) as env:
-            child = Child(argv, what=what, tool="pg_dump (restored copy)", env=dump_env(env)).start()
-            tap = TocTap(child.stdout, hash_data=True)
-            drain_child(child, lambda _chunk: None, reader=tap)
+            runs = [lambda argv=argv: self._redump_part(scratch, argv, dump_env(env)) for argv in parts]
+            if len(runs) == 1:
+                return runs[0]()
+            a, b = run_beside(runs[0], runs[1], name="pg-redump-2")
+        return {**b, **a}
+
+    @staticmethod
+    def _redump_part(scratch: Scratch, argv: list[str], env: dict) -> dict[tuple[str, str], TableData]:
+        h: PgScratch = scratch.handle
+        what = f"{scratch.kind} scratch {h.endpoint.label}"
+        child = Child([*argv, "--dbname", h.endpoint.conninfo()], what=what, tool="pg_dump (restored copy)",
+                      env=env).start()
+        tap = TocTap(child.stdout, hash_data=True)
+        drain_child(child, lambda _chunk: None, reader=tap)
         tables, error = tap.table_hashes()
         if error:
             raise JobFailed(f"{what}: reading pg_dump's archive of the restored copy: {error}")
