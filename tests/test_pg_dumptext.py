@@ -19,7 +19,18 @@ import psycopg
 import pytest
 
 from backupkit.artifact import DirectorySink
-from backupkit.engines.pg_archive import COPY_END, DataBlocks, TableData, TocTap, frame_row, parse_toc, table_data_ids
+from backupkit.engines.pg_archive import (
+    COPY_END,
+    FIRST_ROW_CHECK,
+    WALK_BYTES,
+    DataBlocks,
+    TableData,
+    TocTap,
+    frame_row,
+    parse_toc,
+    sequence_values,
+    table_data_ids,
+)
 from backupkit.engines.pg_fingerprint import DUMP_PGOPTIONS, copy_text_hash, dump_text_keys, table_names
 from backupkit.engines.postgres import PostgresEngine, fill_dump_text, pg_dump_pattern, split_tables
 from backupkit.verdict import compare_fingerprints
@@ -88,8 +99,9 @@ def cycle(sizes):
 
 def test_archive_walk_gives_the_definition_at_every_cut(pg_database, tmp_path):
     db = pg_database("bk_dtext")
-    pg_exec(db, *HOSTILE_SQL)
+    pg_exec(db, *HOSTILE_SQL, "INSERT INTO no_key SELECT repeat('长', 100) FROM generate_series(1, 6000)")
     archive = pg_dump_archive(db, tmp_path / "a.dump")
+    assert WALK_BYTES < len(archive) < 2 * WALK_BYTES  # one whole walk piece, then a shorter last one
     with psycopg.connect(pg_dsn(db), autocommit=True) as conn:
         names = {(s, t): k for k, (s, t) in table_names(conn, [
             'public."病人 ""表"".x\ny"', "public.empty_one", "public.no_key", "public.bills", "public.base_log",
@@ -109,6 +121,7 @@ def test_archive_walk_gives_the_definition_at_every_cut(pg_database, tmp_path):
         tables, error = walk(archive, cycle(sizes)).table_hashes()
         assert error is None, sizes
         assert {st: d.sha256 for st, d in tables.items()} == expected, sizes
+        assert all(d.one_row_chunks for d in tables.values()), sizes
 
 
 def test_archive_walk_errors_and_framing(pg_database, tmp_path):
@@ -260,3 +273,161 @@ def test_split_tables_balances_two_processes():
     first = split_tables(t)
     assert first == [("s", "t1"), ("s", "t2")]  # largest first, each to the lighter side: 60+50 | 100+10+0
     assert split_tables([(("s", "only"), 5)]) == [] and split_tables([]) == []
+
+
+def _int(v: int) -> bytes:
+    return (b"\1" if v < 0 else b"\0") + abs(v).to_bytes(4, "little")
+
+
+def _table_block(dump_id: int, chunks: list[bytes], copy_end: bool = True) -> bytes:
+    body = b"".join(_int(len(c)) + c for c in chunks)
+    return b"\x01" + _int(dump_id) + body + (_int(len(COPY_END)) + COPY_END if copy_end else b"") + _int(0)
+
+
+def _blob_block(dump_id: int, blobs: dict[int, list[bytes]]) -> bytes:
+    out = b"\x03" + _int(dump_id)
+    for oid, chunks in blobs.items():
+        out += _int(oid) + b"".join(_int(len(c)) + c for c in chunks) + _int(0)
+    return out + _int(0)
+
+
+def _sha(chunks: list[bytes]) -> str:
+    return hashlib.sha256(b"".join(_int(len(c)) + c for c in chunks)).hexdigest()
+
+
+SYNTHETIC = {  # dump id: (chunks, pg_dump's \. chunk written, the first chunk holds one row)
+    1: ([b"a\n", b"bb\tx\\n\n", b"\\.x\n"], True, True),
+    2: ([], False, True),  # an empty table without the \. chunk
+    3: ([b"x" * 9 + b"\n", b"y" * 255 + b"\n", b"z" * 2559 + b"\n", b"w" * 9 + b"\n"], False, True),  # 0x0a, 0x00 in lengths
+    (1 << 24) + 3: ([b"v" * 70000 + b"\n", b"u\n"], True, True),  # a length and a dump id past two bytes
+    4: ([b"r1\nr2\n", b"r3\n"], True, False),  # two rows in one chunk
+    5: ([], True, True),  # an empty table as pg_dump 15 writes it
+}
+
+
+def synthetic_blocks() -> list[bytes]:
+    out = []
+    for dump_id, (chunks, copy_end, _) in SYNTHETIC.items():
+        out.append(_table_block(dump_id, chunks, copy_end))
+        if dump_id == 2:  # large objects whose bytes hold zero runs and look like block ends
+            out.append(_blob_block(9, {(1 << 32) - 2: [b"\0" * 10, b"\x01\0\0\0\0\0"],
+                                       16386: [b"\0\x05\0\0\0" + COPY_END + b"\0" * 5]}))
+    return out
+
+
+def synthetic_archive() -> bytes:
+    return b"".join(synthetic_blocks())
+
+
+def test_synthetic_archive_at_every_cut_and_byte_by_byte():
+    """Every cut of a stream holding each kind of block gives the same hashes and framing verdicts, with
+    no error: a block end split over two reads, length bytes equal to a newline or zero, a table without
+    pg_dump's final \\. chunk, large objects whose bytes look like a block end."""
+    data = synthetic_archive()
+    want = {i: TableData(i, _sha(chunks), one) for i, (chunks, _, one) in SYNTHETIC.items()}
+
+    def run(pieces) -> DataBlocks:
+        b = DataBlocks(4)
+        for p in pieces:
+            b.feed(p)
+        b.finish()
+        assert b.error is None
+        return b
+
+    assert run([data]).tables == want
+    big = (1 << 24) + 3
+    block = _table_block(big, *SYNTHETIC[big][:2])
+    small, small_want = data.replace(block, b""), {k: v for k, v in want.items() if k != big}
+    for k in range(1, len(small)):
+        assert run([small[:k], small[k:]]).tables == small_want, k
+    assert run([small[i:i + 1] for i in range(len(small))]).tables == small_want
+    at = data.index(block)
+    for k in [*range(at - 12, at + 40), *range(at + len(block) - 40, at + len(block) + 12)]:
+        assert run([data[:k], data[k:]]).tables == want, k
+    rng = random.Random(3)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(data)), 6))
+        assert run([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]).tables == want
+
+
+def test_truncated_anywhere_is_an_error_and_a_long_first_row_is_not_vouched_for():
+    data = synthetic_archive()
+    ends, at = set(), 0
+    for block in synthetic_blocks():
+        at += len(block)
+        ends.add(at)
+    for k in range(1, len(data)):
+        b = DataBlocks(4)
+        b.feed(data[:k])
+        b.finish()
+        assert (b.error is None) == (k in ends), k  # only a cut between blocks is a clean end
+        assert b.error in (None, "the archive ended inside a data block"), k
+    long_first = [b"x" * (FIRST_ROW_CHECK + 1) + b"\n", b"y\n"]
+    block = _table_block(7, long_first)
+    for size in (1 << 16, len(block)):
+        b = DataBlocks(4)
+        for i in range(0, len(block), size):
+            b.feed(block[i:i + size])
+        b.finish()
+        assert b.error is None and b.tables[7] == TableData(7, _sha(long_first), False)
+    at_limit = [b"x" * (FIRST_ROW_CHECK - 1) + b"\n"]  # exactly as long as the check reads: vouched for
+    b = DataBlocks(4)
+    block = _table_block(8, at_limit)
+    b.feed(block[:1 << 16])
+    assert b.tables == {} and b.error is None  # waiting for the whole first row
+    b.feed(block[1 << 16:])
+    b.finish()
+    assert b.error is None and b.tables[8] == TableData(8, _sha(at_limit), True)
+
+
+def _str(s: str | None) -> bytes:
+    return _int(-1) if s is None else _int(len(s.encode())) + s.encode()
+
+
+def synthetic_toc(minor: int, entries: list[tuple[int, str, str, str, str | None]]) -> bytes:
+    """A custom archive's header and TOC as pg_dump writes them for archive version 1.<minor>
+    (pg_backup_archiver.c WriteHead/WriteToc): entries are (dump id, desc, namespace, tag, defn)."""
+    out = b"PGDMP" + bytes([1, minor, 0, 4, 8, 1])
+    out += bytes([0]) if minor >= 15 else _int(0)  # compression algorithm (1.15+) or level
+    out += b"".join(_int(v) for v in (0, 0, 0, 1, 0, 126, 0)) + _str("his") + _str("15.2") + _str("15.2")
+    out += _int(len(entries))
+    for dump_id, desc, namespace, tag, defn in entries:
+        out += _int(dump_id) + _int(1) + _str("1259") + _str("16384") + _str(tag) + _str(desc) + _int(2)
+        out += _str(defn) + _str("") + _str("") + _str(namespace) + _str("")
+        if minor >= 14:
+            out += _str("heap")
+        if minor >= 16:
+            out += _int(114)  # relkind
+        out += _str("postgres") + _str("false") + _str("3") + _str(None) + bytes([2]) + b"\0" * 8
+    return out
+
+
+@pytest.mark.parametrize("minor", [12, 13, 14, 15, 16])
+def test_toc_of_every_understood_archive_version_and_what_follows(minor):
+    entries = [(3366, "TABLE DATA", "public", "t", ""),
+               (3370, "SEQUENCE SET", "public", "s", "SELECT pg_catalog.setval('public.s', 42, true);\n"),
+               (3371, "SEQUENCE SET", "public", "u", "SELECT pg_catalog.setval('public.u', 1, false);\n"),
+               (3372, "SEQUENCE SET", None, "v", "SELECT pg_catalog.setval('v', 5, true);\n"),
+               (3373, "TABLE", "public", "s2", "SELECT pg_catalog.setval('public.s2', 7, true);\n")]
+    toc = synthetic_toc(minor, entries)
+    assert parse_toc(toc)[0]["toc_bytes"] == len(toc)  # a TOC that ends exactly where the bytes end
+    header, parsed = parse_toc(toc + b"rest")
+    assert header["version"] == f"1.{minor}.0" and header["toc_bytes"] == len(toc) and header["int_size"] == 4
+    assert [(e.dump_id, e.desc, e.namespace, e.tag, e.defn) for e in parsed] == entries
+    assert sequence_values(parsed) == {("public", "s"): (42, True), ("public", "u"): (1, False)}
+    assert table_data_ids(parsed) == {("public", "t"): 3366}
+    rows = [b"1\tx\n", b"2\t\\N\n"]
+    for cut in (1, 7, len(toc) - 1, len(toc), len(toc) + 3):
+        stream = toc + _table_block(3366, rows)
+        tap = walk(stream, cycle([cut, 1 << 20]))
+        assert tap.table_hashes() == ({("public", "t"): TableData(3366, _sha(rows), True)}, None), cut
+    for stream, why in ((b"PGDMX" + toc[5:], "not a pg_dump custom archive (no PGDMP magic)"),
+                        (toc[:len(toc) - 1], "the table of contents was not complete")):
+        tap = walk(stream, cycle([1 << 20]))
+        assert tap.table_hashes() == ({}, why)
+        assert TocTap(None).table_hashes() == ({}, "data blocks were not hashed")
+    for bad, why in ((b"PGDMX", "no PGDMP magic"), (b"PGDMP" + bytes([1, 11, 0]), "1.11 is not understood"),
+                     (b"PGDMP" + bytes([1, 17, 0]), "1.17 is not understood"),
+                     (b"PGDMP" + bytes([1, 14, 0, 4, 8, 3]), "format 3 is not custom")):
+        with pytest.raises(ValueError, match=why):
+            parse_toc(bad + b"\0" * 64)

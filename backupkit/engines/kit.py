@@ -9,6 +9,7 @@ once per engine and must behave the same everywhere:
 - ``Child`` and ``stream_child``: run a dump program, stream its stdout into
   the artifact sink, kill it when the sink fails, keep the tail of its stderr
   (optionally watching each stderr line as it arrives) and fail with that tail;
+  ``drain_child``: the same for a second dump whose output is only hashed;
 - ``find_tool``: locate a program and check the version it reports;
 - ``free_port``, ``tcp_open``, ``process_running``, ``process_uid``,
   ``stop_process``: ports and processes;
