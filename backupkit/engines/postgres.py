@@ -505,13 +505,14 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         """Given a provisioned scratch and a backup, replay the globals as the scratch kind allows
         and pg_restore the data in parallel; raise JobFailed with pg_restore's stderr on failure."""
         h: PgScratch = scratch.handle
-        what = f"policy {policy.system}: restore into {scratch.kind} {h.endpoint.label}"
+        what = f"policy {policy.system}: restore into {scratch.kind}"  # the endpoint once the scratch is up
         names = source.stream_names()
         h.workdir.mkdir(parents=True, exist_ok=True)
         archive = h.workdir / f"{policy.system}-{secrets.token_hex(4)}.pgdump"
         try:
             source.to_file("data", archive)  # pg_restore -j needs to seek
-            h.wait_ready()
+            h.wait_ready()  # an ephemeral cluster's socket and port are known from here on
+            what = f"{what} {h.endpoint.label}"
             props = expected_database(scratch)
             with client_env(h.endpoint, h.workdir) as env:
                 header = self._archive_header(h, archive, env, what)
