@@ -177,7 +177,8 @@ class DataBlocks:
         if self.int_size != 4:
             self.error = f"archive integers are {self.int_size} bytes, not 4"
         self._end = b"\0" * (1 + self.int_size)
-        self._tail = frame_row(COPY_END) + COPY_END + self._end  # how a table's block ends
+        self._copy_end = frame_row(COPY_END) + COPY_END  # pg_dump's last chunk of a table: not hashed
+        self._tail = self._copy_end + self._end  # how a table's block ends
 
     def feed(self, data: bytes) -> None:
         if self.error is not None or not data:
@@ -229,8 +230,8 @@ class DataBlocks:
                     self._sha.update(view[pos:n - keep])
                     self._pending = bytes(view[n - keep:])
                     return
-                stop = end - len(COPY_END) - 1 - isz
-                if stop >= pos and buf[stop:end] == frame_row(COPY_END) + COPY_END:
+                stop = end - len(self._copy_end)
+                if stop >= pos and buf[stop:end] == self._copy_end:
                     self._sha.update(view[pos:stop])
                 else:
                     self._sha.update(view[pos:end])
@@ -299,13 +300,12 @@ class TocTap:
             self._feed(data)
         elif self.blocks is not None:
             # A pipe hands over what pg_dump wrote so far, often a few KiB: walk in pieces of WALK_BYTES
-            # or more, so the walk's cost per call does not count once per small read.
+            # or more, so the walk's cost per call does not count once per small read. table_hashes
+            # walks the rest.
             self._pending_walk += data
-            if len(self._pending_walk) >= WALK_BYTES or not data:
+            if len(self._pending_walk) >= WALK_BYTES:
                 self.blocks.feed(bytes(self._pending_walk))
                 self._pending_walk.clear()
-            if not data:
-                self.blocks.finish()
         return data
 
     def _feed(self, data: bytes) -> None:
@@ -331,7 +331,8 @@ class TocTap:
         self._buf = bytearray()
 
     def table_hashes(self) -> tuple[dict[tuple[str, str], TableData], str | None]:
-        """After the stream ended: {(schema, table): TableData} and why there are none (or None)."""
+        """After the stream ended: walk what is left, then {(schema, table): TableData} and why there
+        are none (or None)."""
         if not self.hash_data:
             return {}, "data blocks were not hashed"
         if self.error or self.header is None or self.blocks is None:

@@ -66,6 +66,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..errors import JobFailed
+from .pg_archive import frame_row
 
 logger = logging.getLogger(__name__)
 
@@ -470,16 +471,22 @@ def dump_text_keys(fps: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(k for k, v in fps.items() if isinstance(v, dict) and v.get("method") == DUMP_TEXT_METHOD)
 
 
-TABLE_NAMES_SQL = """
-SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname
+TABLES_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname, pg_relation_size(c.oid)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND (%(keys)s::text[] IS NULL OR format('%%I.%%I', n.nspname, c.relname) = ANY(%(keys)s::text[]))
 """
 
 
-def table_names(conn: psycopg.Connection, keys: list[str]) -> dict[str, tuple[str, str]]:
-    """{key: (schema, table)} of the ordinary tables with those quoted keys."""
-    return {k: (s, t) for k, s, t in conn.execute(TABLE_NAMES_SQL, (keys,)).fetchall()}
+def ordinary_tables(conn: psycopg.Connection, keys: list[str] | None) -> list[tuple[str, str, str, int]]:
+    """(key, schema, table, bytes) of the ordinary tables with those quoted keys (None: all of them)."""
+    return [(k, s, t, int(size)) for k, s, t, size in conn.execute(TABLES_SQL, {"keys": keys}).fetchall()]
+
+
+def table_names(conn: psycopg.Connection, keys: list[str] | None) -> dict[str, tuple[str, str]]:
+    """{key: (schema, table)} of the ordinary tables with those quoted keys (None: all of them)."""
+    return {k: (s, t) for k, s, t, _ in ordinary_tables(conn, keys)}
 
 
 def copy_text_hash(conn: psycopg.Connection, schema: str, table: str) -> str:
@@ -501,7 +508,7 @@ def copy_text_hash(conn: psycopg.Connection, schema: str, table: str) -> str:
                 tail = lines.pop()
                 for line in lines:
                     row = line + b"\n"
-                    h.update(b"\0" + len(row).to_bytes(4, "little"))
+                    h.update(frame_row(row))
                     h.update(row)
     if tail:
         raise JobFailed(f"table {schema}.{table}: COPY output did not end with a newline")

@@ -57,6 +57,7 @@ from .pg_fingerprint import (
     copy_text_hash,
     dump_env,
     dump_text_keys,
+    ordinary_tables,
     relation_fingerprint,
     table_names,
     fingerprints as relation_fingerprints,
@@ -135,14 +136,6 @@ def fill_dump_text(fps: dict[str, dict[str, Any]], tables: dict[tuple[str, str],
         else:
             fps[key]["hash"] = data.sha256
     return missing
-
-
-TABLE_SIZES_SQL = """
-SELECT n.nspname, c.relname, pg_relation_size(c.oid)
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND (%(keys)s::text[] IS NULL OR format('%%I.%%I', n.nspname, c.relname) = ANY(%(keys)s::text[]))
-"""
 
 
 def pg_dump_pattern(schema: str, table: str) -> str:
@@ -299,9 +292,10 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         the dump's snapshot (``conn`` is inside it). Returns what happened, for the manifest."""
         keys = dump_text_keys(fps)
         tables, error = tap.table_hashes()
-        missing = fill_dump_text(fps, tables, table_names(conn, keys) if keys else {})
         if error:
             missing = {k: error for k in keys}
+        else:
+            missing = fill_dump_text(fps, tables, table_names(conn, keys) if keys else {})
         if missing:
             logger.warning("dump-text hashes not taken from the archive, fingerprinted in SQL instead: %s",
                            "; ".join(f"{k}: {why}" for k, why in sorted(missing.items())))
@@ -714,13 +708,14 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         def counts() -> dict[str, dict[str, Any]]:
             return parallel_fingerprints(lambda: self._connect(scratch), mode, workers=os.cpu_count() or 1,
                                          like=like, dump_text=like is None)
-        if mode != "full" or (like is not None and not dump_text_keys(like)):
+        keys = None if like is None else dump_text_keys(like)
+        if mode != "full" or keys == []:
             return counts()
-        tables, out = run_beside(lambda: self._redump(scratch, dump_text_keys(like or {}) or None), counts,
-                                 name="pg-redump")
-        keys = dump_text_keys(out)
         with self._connect(scratch) as conn:
-            names = table_names(conn, keys)
+            found = ordinary_tables(conn, keys)
+        names = {key: (schema, name) for key, schema, name, _ in found}
+        sizes = [((schema, name), size) for _, schema, name, size in found]
+        tables, out = run_beside(lambda: self._redump(scratch, sizes), counts, name="pg-redump")
         for key, why in fill_dump_text(out, tables, names).items():
             if key not in names:
                 continue  # the table is missing: its entry says so (hash None)
@@ -729,16 +724,13 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                 out[key]["hash"] = copy_text_hash(conn, *names[key])
         return out
 
-    def _redump(self, scratch: Scratch, keys: list[str]) -> dict[tuple[str, str], TableData]:
+    def _redump(self, scratch: Scratch, sizes: list[tuple[tuple[str, str], int]]) -> dict[tuple[str, str], TableData]:
         """Dump the restored copy's table data again (pg_dump -Fc -Z0 --data-only, output discarded) and
         return the table hashes of its data blocks, as the backup took them from its own archive. Two
-        pg_dump processes share the work (the tables ``keys`` names, split by size), so the restored
-        copy is read on both cores."""
+        pg_dump processes share the work (the tables of ``sizes``, ((schema, table), bytes), split by
+        size), so the restored copy is read on both cores."""
         h: PgScratch = scratch.handle
-        h.wait_ready()
-        with self._connect(scratch) as conn:
-            sizes = conn.execute(TABLE_SIZES_SQL, {"keys": keys}).fetchall()
-        first = split_tables([((schema, name), size) for schema, name, size in sizes])
+        first = split_tables(sizes)
         base = [str(h.bindir / "pg_dump"), "--format=custom", "--compress=0", "--data-only", "--no-blobs"]
         parts = [[*base, *(f"--table={pg_dump_pattern(*t)}" for t in first)],
                  [*base, *(f"--exclude-table={pg_dump_pattern(*t)}" for t in first)]] if first else [base]
