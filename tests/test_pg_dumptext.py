@@ -325,19 +325,28 @@ def test_synthetic_archive_at_every_cut_and_byte_by_byte():
     pg_dump's final \\. chunk, large objects whose bytes look like a block end."""
     data = synthetic_archive()
     want = {i: TableData(i, _sha(chunks), one) for i, (chunks, _, one) in SYNTHETIC.items()}
+    at, offsets = 100, {}  # where each block starts, as if the TOC took the first 100 bytes
+    for block in synthetic_blocks():
+        offsets[int.from_bytes(block[2:6], "little")] = at
+        at += len(block)
 
     def run(pieces) -> DataBlocks:
-        b = DataBlocks(4)
+        b, find = DataBlocks(4, base=100), DataBlocks(4, hash_rows=False, base=100)
         for p in pieces:
             b.feed(p)
+            find.feed(p)
         b.finish()
-        assert b.error is None
+        find.finish()
+        assert b.error is None and find.error is None
+        assert b.offsets == find.offsets == (offsets if len(b.tables) == len(want) else small_offsets)
+        assert find.tables == {}
         return b
 
     assert run([data]).tables == want
     big = (1 << 24) + 3
     block = _table_block(big, *SYNTHETIC[big][:2])
     small, small_want = data.replace(block, b""), {k: v for k, v in want.items() if k != big}
+    small_offsets = {k: v - (len(block) if v > offsets[big] else 0) for k, v in offsets.items() if k != big}
     for k in range(1, len(small)):
         assert run([small[:k], small[k:]]).tables == small_want, k
     assert run([small[i:i + 1] for i in range(len(small))]).tables == small_want

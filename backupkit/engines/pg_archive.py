@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
+
+from .kit import DRAIN_BATCH, DRAIN_PAUSE
 
 MAX_TOC_BYTES = 256 << 20
 SETVAL = re.compile(r"setval\('(?:[^']|'')*',\s*(-?\d+),\s*(true|false)\)")
@@ -37,6 +40,9 @@ class TocEntry:
     namespace: str | None
     tag: str | None
     defn: str | None
+    offset_at: int = 0  # where this entry's data offset field (flag byte, then the offset) lies in the archive
+    data_state: int = 0  # that flag: OFFSET_NOT_SET, OFFSET_SET or OFFSET_NO_DATA
+    data_offset: int = 0  # with OFFSET_SET, where the entry's data block starts
 
 
 class _Cursor:
@@ -111,9 +117,11 @@ def parse_toc(buf: bytes) -> tuple[dict, list[TocEntry]]:
         c.str()  # "false" (WITH OIDS, no longer supported)
         while c.str() is not None:  # dependencies, terminated by NULL
             pass
-        c.take(1 + off_size)  # custom format: data offset flag and offset
-        entries.append(TocEntry(dump_id, desc or "", namespace, tag, defn))
-    header["int_size"], header["toc_bytes"] = c.int_size, c.pos
+        offset_at = c.pos
+        field_ = c.take(1 + off_size)  # custom format: data offset flag and offset
+        entries.append(TocEntry(dump_id, desc or "", namespace, tag, defn, offset_at, field_[0],
+                                int.from_bytes(field_[1:], "little")))
+    header["int_size"], header["off_size"], header["toc_bytes"] = c.int_size, off_size, c.pos
     return header, entries
 
 
@@ -129,9 +137,11 @@ def sequence_values(entries: list[TocEntry]) -> dict[tuple[str, str], tuple[int,
 
 
 BLK_DATA, BLK_BLOBS = 1, 3  # pg_backup_custom.c block types
+OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3  # pg_backup_archiver.h K_OFFSET_*: a TOC entry's data offset
 COPY_END = b"\\.\n\n\n"  # the chunk pg_dump ends a table's COPY data with (not a row: rows hold one newline)
 FIRST_ROW_CHECK = 1 << 20  # a first row longer than this is not checked; its table takes the SQL method
 WALK_BYTES = 1 << 20  # the data blocks are walked in pieces of at least this many bytes
+DRAIN_BYTES = 4 << 20  # TocTap.drain walks pieces of exactly this many bytes
 
 
 def frame_row(row: bytes) -> bytes:
@@ -163,17 +173,22 @@ class DataBlocks:
     chunk and not hashed. ``error`` is set (and walking stops) on anything unexpected."""
 
     int_size: int
+    hash_rows: bool = True  # False: only find the blocks (``offsets``), hash nothing
+    base: int = 0  # the archive offset of the first byte fed (the end of the TOC)
     tables: dict[int, TableData] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)  # dump id -> archive offset of its block header
     error: str | None = None
     _state: str = "header"
     _pending: bytes = b""
     _sha: object = None
     _dump_id: int = 0
     _first: bool = False
+    _at: int = -1  # archive offset of the next byte to walk (of ``_pending``, when it holds bytes)
     _ok: bool = True
     _blob_left: int = 0
 
     def __post_init__(self) -> None:
+        self._at = self.base
         if self.int_size != 4:
             self.error = f"archive integers are {self.int_size} bytes, not 4"
         self._end = b"\0" * (1 + self.int_size)
@@ -189,6 +204,7 @@ class DataBlocks:
             self._walk(buf)
         except ValueError as e:
             self.error = str(e)
+        self._at += len(buf) - len(self._pending)
 
     def finish(self) -> None:
         """The archive ended: anything but a block boundary is an error."""
@@ -203,10 +219,12 @@ class DataBlocks:
                 if n - pos < 2 + isz:
                     break
                 kind, dump_id = buf[pos], self._int(buf, pos + 1)
+                if kind in (BLK_DATA, BLK_BLOBS):
+                    self.offsets[dump_id] = self._at + pos
                 pos += 2 + isz
                 if kind == BLK_DATA:
-                    self._state, self._sha, self._dump_id, self._first, self._ok = \
-                        "table", hashlib.sha256(), dump_id, True, True
+                    self._state, self._dump_id, self._ok = "table", dump_id, True
+                    self._sha, self._first = (hashlib.sha256(), True) if self.hash_rows else (None, False)
                 elif kind == BLK_BLOBS:
                     self._state = "blob"
                 else:
@@ -227,15 +245,17 @@ class DataBlocks:
                 end = buf.find(self._end, pos)
                 if end < 0:
                     keep = self._tail_to_hold(buf, pos)
-                    self._sha.update(view[pos:n - keep])
+                    if self._sha is not None:
+                        self._sha.update(view[pos:n - keep])
                     self._pending = bytes(view[n - keep:])
                     return
-                stop = end - len(self._copy_end)
-                if stop >= pos and buf[stop:end] == self._copy_end:
-                    self._sha.update(view[pos:stop])
-                else:
-                    self._sha.update(view[pos:end])
-                self.tables[self._dump_id] = TableData(self._dump_id, self._sha.hexdigest(), self._ok)
+                if self._sha is not None:
+                    stop = end - len(self._copy_end)
+                    if stop >= pos and buf[stop:end] == self._copy_end:
+                        self._sha.update(view[pos:stop])
+                    else:
+                        self._sha.update(view[pos:end])
+                    self.tables[self._dump_id] = TableData(self._dump_id, self._sha.hexdigest(), self._ok)
                 pos, self._state = end + len(self._end), "header"
             elif self._state == "blob":  # an object id, then its chunks; object id 0 ends the block
                 if n - pos < 1 + isz:
@@ -283,11 +303,12 @@ class TocTap:
     """A pass-through reader over pg_dump's stdout that parses the archive's TOC on the way and,
     with ``hash_data``, hashes every table data block after it (``blocks``)."""
 
-    def __init__(self, raw, *, hash_data: bool = False):
+    def __init__(self, raw, *, hash_data: bool = False, find_blocks: bool = False):
         self.raw = raw
         self._buf = bytearray()
         self.done = False
         self.hash_data = hash_data
+        self.find_blocks = find_blocks or hash_data
         self.header: dict | None = None
         self.entries: list[TocEntry] = []
         self.error: str | None = None
@@ -304,9 +325,30 @@ class TocTap:
             # walks the rest.
             self._pending_walk += data
             if len(self._pending_walk) >= WALK_BYTES:
-                self.blocks.feed(bytes(self._pending_walk))
+                self.blocks.feed(self._pending_walk)  # the walk keeps no reference to it
                 self._pending_walk.clear()
         return data
+
+    def drain(self) -> None:
+        """Read the stream to its end and walk it, passing nothing on (the output is discarded): the data
+        blocks are read into one reused buffer and walked a full buffer at a time, with no copies."""
+        while not self.done:  # the TOC, parsed as it comes
+            data = self.raw.read(1 << 16)
+            if not data:
+                return
+            self._feed(data)
+        buf = bytearray(DRAIN_BYTES)
+        view, filled = memoryview(buf), 0
+        while n := self.raw.readinto(view[filled:]):
+            filled += n
+            if filled == len(buf):
+                if self.blocks is not None:
+                    self.blocks.feed(buf)
+                filled = 0
+            elif n < DRAIN_BATCH:
+                time.sleep(DRAIN_PAUSE)  # let the pipe fill: fewer, larger reads
+        if filled and self.blocks is not None:
+            self.blocks.feed(bytes(view[:filled]))
 
     def _feed(self, data: bytes) -> None:
         self._buf += data
@@ -321,8 +363,8 @@ class TocTap:
             return
         rest = bytes(self._buf[self.header["toc_bytes"]:])
         self._stop(None)
-        if self.hash_data:
-            self.blocks = DataBlocks(self.header["int_size"])
+        if self.find_blocks:
+            self.blocks = DataBlocks(self.header["int_size"], hash_rows=self.hash_data, base=self.header["toc_bytes"])
             self.blocks.feed(rest)
 
     def _stop(self, error: str | None) -> None:
@@ -335,16 +377,79 @@ class TocTap:
         are none (or None)."""
         if not self.hash_data:
             return {}, "data blocks were not hashed"
-        if self.error or self.header is None or self.blocks is None:
-            return {}, self.error or "the table of contents was not complete"
-        if self._pending_walk:
-            self.blocks.feed(bytes(self._pending_walk))
-            self._pending_walk.clear()
-        self.blocks.finish()
-        if self.blocks.error:
-            return {}, self.blocks.error
+        error = self._walk_rest()
+        if error:
+            return {}, error
         ids = table_data_ids(self.entries)
         return {name: self.blocks.tables[i] for name, i in ids.items() if i in self.blocks.tables}, None
 
+    def block_offsets(self) -> tuple[dict[int, int], str | None]:
+        """After the stream ended: {dump id: archive offset of its data block} for every data entry
+        of the TOC, and why there are none (or None)."""
+        if not self.find_blocks:
+            return {}, "data blocks were not walked"
+        error = self._walk_rest()
+        if error:
+            return {}, error
+        wanted = {e.dump_id for e in self.entries if e.data_state == OFFSET_NOT_SET}
+        if set(self.blocks.offsets) != wanted:
+            return {}, "the data blocks do not match the table of contents"
+        return dict(self.blocks.offsets), None
+
+    def _walk_rest(self) -> str | None:
+        if self.error or self.header is None or self.blocks is None:
+            return self.error or "the table of contents was not complete"
+        if self._pending_walk:
+            self.blocks.feed(self._pending_walk)
+            self._pending_walk.clear()
+        self.blocks.finish()
+        return self.blocks.error
+
     def close(self) -> None:
         self.raw.close()
+
+
+def read_toc(path) -> tuple[dict, list[TocEntry]]:
+    """The header and TOC of a custom archive file. Raises ValueError when it is not one we understand."""
+    size = 1 << 20
+    with open(path, "rb") as f:
+        while True:
+            f.seek(0)
+            head = f.read(size)
+            try:
+                return parse_toc(head)
+            except _NeedMore:
+                if len(head) < size or size >= MAX_TOC_BYTES:
+                    raise ValueError("the archive ends inside its table of contents") from None
+                size *= 4
+
+
+def set_data_offsets(path, offsets: dict[int, int]) -> int:
+    """Write the data block offsets recorded at backup into the TOC of a custom archive that pg_dump
+    wrote to a pipe (where it could not), as pg_dump itself does when it writes to a file. pg_restore
+    then seeks to each block and, with ``--jobs``, restores the largest tables first. Only the
+    offset fields change. Every offset is checked first against the block header it must point at
+    (block type and dump id); on any doubt nothing is written and ValueError says why.
+    Returns how many entries were set."""
+    header, entries = read_toc(path)
+    todo = [e for e in entries if e.data_state == OFFSET_NOT_SET]
+    if {e.dump_id for e in todo} != set(offsets):
+        raise ValueError("the recorded data blocks do not match the archive's table of contents")
+    isz, osz = header["int_size"], header["off_size"]
+    if not 4 <= osz <= 8:
+        raise ValueError(f"archive offsets are {osz} bytes")
+    with open(path, "r+b") as f:
+        end = f.seek(0, 2)
+        for e in todo:
+            at = offsets[e.dump_id]
+            if not header["toc_bytes"] <= at <= end - (2 + isz):
+                raise ValueError(f"the recorded offset of data block {e.dump_id} is outside the archive")
+            f.seek(at)
+            block = f.read(2 + isz)
+            if block[0] not in (BLK_DATA, BLK_BLOBS) or block[1] != 0 or \
+                    int.from_bytes(block[2:], "little") != e.dump_id:
+                raise ValueError(f"no header of data block {e.dump_id} at its recorded offset {at}")
+        for e in todo:
+            f.seek(e.offset_at)
+            f.write(bytes([OFFSET_SET]) + offsets[e.dump_id].to_bytes(osz, "little"))
+    return len(todo)

@@ -49,7 +49,7 @@ from .pg_conn import (
     server_identity,
     source_endpoint,
 )
-from .pg_archive import TableData, TocTap, sequence_values
+from .pg_archive import TableData, TocTap, sequence_values, set_data_offsets
 from .pg_fingerprint import (
     FORMAT as FINGERPRINT_FORMAT,
     KEY_FORMAT,
@@ -251,7 +251,7 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         worker = threading.Thread(target=fingerprint, name="pg-fingerprint", daemon=True)
         worker.start()
         t0 = time.monotonic()
-        tap = TocTap(child.stdout, hash_data=mode == "full")
+        tap = TocTap(child.stdout, hash_data=mode == "full", find_blocks=True)
 
         def stop_fingerprinting() -> None:  # pg_dump or the sink failed: end the snapshot's session
             with contextlib.suppress(Exception):
@@ -281,6 +281,11 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
                      "pg_dump_version": (tap.header or {}).get("pg_dump")}
         if dump_text is not None:
             data_info["dump_text"] = dump_text
+        offsets, why = tap.block_offsets()
+        if why is None:
+            data_info["data_offsets"] = sorted([dump_id, at] for dump_id, at in offsets.items())
+        else:
+            logger.info("%s: data block offsets not recorded (%s); a restore reads the archive in order", what, why)
         logger.info("%s: pg_dump streamed %d bytes in %.1fs; %d tables fingerprinted (%s) in %.1fs", what,
                     info.content_bytes, stream_seconds, len(fp_result["value"]), mode, fp_result["seconds"])
         return consistency, fp_result["value"], data_info
@@ -505,6 +510,7 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         archive = h.workdir / f"{policy.system}-{secrets.token_hex(4)}.pgdump"
         try:
             source.to_file("data", archive)  # pg_restore -j needs to seek
+            scratch.info["archive_offsets"] = self._set_offsets(scratch, archive, what)
             h.wait_ready()  # an ephemeral cluster's socket and port are known from here on
             what = f"{what} {h.endpoint.label}"
             props = expected_database(scratch)
@@ -523,6 +529,21 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 archive.unlink()
+
+    @staticmethod
+    def _set_offsets(scratch: Scratch, archive: Path, what: str) -> str:
+        """Write the data block offsets recorded at backup into the restore's copy of the archive, so that
+        pg_restore seeks to each table's data and, in parallel, starts with the largest tables (a dump
+        streamed through a pipe has none). Returns what was done, for the drill or restore record."""
+        recorded = ((scratch.manifest or {}).get("details") or {}).get("data_offsets")
+        if not recorded:
+            return "none recorded at backup: pg_restore reads the archive in order"
+        try:
+            n = set_data_offsets(archive, {int(dump_id): int(at) for dump_id, at in recorded})
+        except (ValueError, TypeError, OSError) as e:
+            logger.warning("%s: the archive is restored without data offsets: %s", what, e)
+            return f"not set ({e}): pg_restore reads the archive in order"
+        return f"set for {n} data blocks from the manifest: pg_restore restores the largest tables first"
 
     def _archive_header(self, h: PgScratch, archive: Path, env: dict, what: str) -> dict[str, str]:
         proc = subprocess.run([str(h.bindir / "pg_restore"), "--list", str(archive)], capture_output=True,
@@ -748,7 +769,7 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         child = Child([*argv, "--dbname", h.endpoint.conninfo()], what=what, tool="pg_dump (restored copy)",
                       env=env).start()
         tap = TocTap(child.stdout, hash_data=True)
-        drain_child(child, lambda _chunk: None, reader=tap)
+        drain_child(child, pump=tap.drain)
         tables, error = tap.table_hashes()
         if error:
             raise JobFailed(f"{what}: reading pg_dump's archive of the restored copy: {error}")
