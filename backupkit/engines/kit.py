@@ -258,21 +258,20 @@ def stream_child(child: Child, sink, name: str, *, on_error: Callable[[], None] 
     return info
 
 
-def drain_child(child: Child, feed: Callable[[bytes], None] | None = None, *, reader=None,
+def drain_child(child: Child, feed: Callable[[bytes], None] | None = None, *,
                 pump: Callable[[], None] | None = None) -> None:
-    """Read a started child's stdout (or ``reader``, a tap reading it) to the end, handing each chunk to
-    ``feed``, or let ``pump`` read it all; the output goes nowhere else. If reading or ``feed`` fails,
-    the child is killed and reaped and the error propagates; a child that exits non-zero raises
-    JobFailed with the tail of its stderr."""
-    source = child.stdout if reader is None else reader
+    """Read a started child's stdout to the end, handing each chunk to ``feed``, or let ``pump`` read
+    it all (a reader of its own over ``child.stdout``); the output goes nowhere else. If reading,
+    ``feed`` or ``pump`` fails, the child is killed and reaped and the error propagates; a child that
+    exits non-zero raises JobFailed with the tail of its stderr."""
     try:
         if pump is not None:
             pump()
-        while pump is None and (chunk := source.read(1 << 20)):
-            if feed is not None:
+        else:
+            while chunk := child.stdout.read(1 << 20):
                 feed(chunk)
-            if len(chunk) < DRAIN_BATCH:
-                time.sleep(DRAIN_PAUSE)  # let the pipe fill: fewer, larger reads (the output goes nowhere)
+                if len(chunk) < DRAIN_BATCH:
+                    time.sleep(DRAIN_PAUSE)  # let the pipe fill: fewer, larger reads (the output goes nowhere)
     except BaseException:
         child.kill()
         child.close()
