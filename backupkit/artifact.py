@@ -213,7 +213,7 @@ def no_identity_message(what: str, recipient_ids: list[str], identities: list[Id
 
 
 class _Handoff(io.RawIOBase):
-    """The writable end of a bounded hand-off between the decrypting and the decompressing thread."""
+    """The writable end of a bounded hand-off between two threads of a pipeline (``chunks`` is the readable end)."""
 
     DEPTH = 4  # chunks in flight: bounded memory (DEPTH x CHUNK)
 
@@ -246,6 +246,16 @@ class _Handoff(io.RawIOBase):
             while True:
                 self.queue.get_nowait()
 
+    def finish(self) -> None:
+        """The writing side is done: the reading side ends after what is queued (nothing, once aborted)."""
+        while True:
+            try:
+                self.queue.put(_DONE, timeout=0.2)
+                return
+            except queue.Full:
+                if self.aborted.is_set():  # the reader stopped: make room for the end mark
+                    self.abort()
+
 
 _DONE = object()
 
@@ -264,9 +274,11 @@ def read_stream(
     ``info`` is the manifest's record of the stream. Raises VerificationFailed
     when either digest or size differs, JobFailed when no identity fits.
 
-    Decryption (pyrage, which holds the GIL) runs in its own thread and hands
-    chunks to this one, which decompresses, hashes and writes them (zstandard and
-    hashlib release the GIL): on two cores the stages overlap instead of adding up.
+    Three stages, each on its own thread, joined by bounded hand-offs: decryption
+    (pyrage, which holds the GIL), decompression (this thread), and hashing and
+    writing the plaintext (zstandard, hashlib and file writes release the GIL):
+    on two cores the stages overlap instead of adding up. A failed write stops
+    the other stages and is raised as itself.
     """
     if isinstance(info, dict):
         info = StreamInfo(**info)
@@ -284,21 +296,40 @@ def read_stream(
         finally:
             handoff.queue.put(_DONE)
 
+    behind = _Handoff()  # decompressed chunks, on their way to be hashed and written
+    write_failure: list[BaseException] = []
+
+    def write_out() -> None:
+        try:
+            for chunk in behind.chunks():
+                content.write(chunk)
+        except BaseException as e:  # raised below, in the reading thread
+            write_failure.append(e)
+            behind.abort()  # the decompressing side's next write raises BrokenPipeError
+
     worker = threading.Thread(target=decrypt, name="age-decrypt", daemon=True)
+    writer_thread = threading.Thread(target=write_out, name="plain-write", daemon=True)
     worker.start()
+    writer_thread.start()
     dctx = zstandard.ZstdDecompressor()
     try:
         try:
-            with dctx.stream_writer(content, closefd=False, write_size=CHUNK) as plain:
+            with dctx.stream_writer(behind, closefd=False, write_size=CHUNK) as plain:
                 for chunk in handoff.chunks():
                     plain.write(chunk)
         finally:
             handoff.abort()  # a failed write here stops the decryption; a finished one finds it done
             worker.join()
-    except zstandard.ZstdError as e:
-        if content.error is not None:
-            raise content.error from None
+            behind.finish()  # all written (or, after a failure, dropped): the writer ends
+            writer_thread.join()
+    except (zstandard.ZstdError, BrokenPipeError) as e:
+        if write_failure:
+            raise (content.error or write_failure[0]) from None
+        if isinstance(e, BrokenPipeError):
+            raise
         raise VerificationFailed(f"{what}: stream {info.file} does not decompress ({e}); the artifact is corrupt") from None
+    if write_failure:
+        raise (content.error or write_failure[0]) from None
     if failure:
         e = failure[0]
         if art.error is not None:  # reading the artifact failed (I/O), whatever pyrage made of it

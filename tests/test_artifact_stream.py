@@ -1,5 +1,5 @@
-"""The artifact read path (decrypting thread handing chunks to the decompressing one):
-digests, corruption, truncation, a failing destination, and no thread left behind."""
+"""The artifact read path (a decrypting thread, the decompressing one, a thread that hashes and
+writes): digests, corruption, truncation, a failing destination, and no thread left behind."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _read(path, ident, info, writer=None):
 
 
 def _no_decrypt_thread():
-    return not any(t.name == "age-decrypt" and t.is_alive() for t in threading.enumerate())
+    return not any(t.name in ("age-decrypt", "plain-write") and t.is_alive() for t in threading.enumerate())
 
 
 def test_round_trip_checks_both_digests(written):
@@ -100,9 +100,14 @@ class _FullDisk(io.RawIOBase):
         return len(b)
 
 
-def test_a_full_destination_stops_decryption_and_raises_its_own_error(written):
-    ident, _, path, info = written
+@pytest.mark.parametrize("short_by", [None, -2 * artifact.CHUNK, 1], ids=["first-write", "middle", "last-byte"])
+def test_a_full_destination_stops_decryption_and_raises_its_own_error(written, short_by):
+    # The last-byte case fails on the writing thread after decompression has finished: the error
+    # must still be raised as itself, not lost and not reported as a corrupt artifact.
+    ident, content, path, info = written
+    limit = 0 if short_by is None else (-short_by if short_by < 0 else len(content) - short_by)
     with pytest.raises(OSError) as e:
-        _read(path, ident, info, _FullDisk(2 * artifact.CHUNK))
+        _read(path, ident, info, _FullDisk(limit))
     assert e.value.errno == errno.ENOSPC
+    assert not isinstance(e.value, BrokenPipeError)
     assert _no_decrypt_thread()

@@ -421,14 +421,15 @@ def stop_process(pid: int | None, steps: Sequence[tuple[int, float]] = ((signal.
             break
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + wait
+        deadline, pause = time.monotonic() + wait, 0.002
         while time.monotonic() < deadline:
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.poll()
             if not process_running(pid):
                 break
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)  # most processes are gone within milliseconds
     if proc is not None:
         with contextlib.suppress(Exception):
             proc.wait(timeout=5)

@@ -508,17 +508,23 @@ class PostgresEngine(DatabaseScratchMixin, Engine):
         names = source.stream_names()
         h.workdir.mkdir(parents=True, exist_ok=True)
         archive = h.workdir / f"{policy.system}-{secrets.token_hex(4)}.pgdump"
-        try:
-            source.to_file("data", archive)  # pg_restore -j needs to seek
-            scratch.info["archive_offsets"] = self._set_offsets(scratch, archive, what)
+        props = expected_database(scratch)
+        early = h.create_database and props is not None
+
+        def prepare() -> None:  # beside the decryption: the scratch comes up and its database is created
             h.wait_ready()  # an ephemeral cluster's socket and port are known from here on
+            if early:
+                scratch.info["database_created"] = self._create_database(h, props, f"{what} {h.endpoint.label}")
+
+        try:
+            run_beside(prepare, lambda: source.to_file("data", archive), name="pg-scratch-prepare")  # -j seeks
+            scratch.info["archive_offsets"] = self._set_offsets(scratch, archive, what)
             what = f"{what} {h.endpoint.label}"
-            props = expected_database(scratch)
             with client_env(h.endpoint, h.workdir) as env:
                 header = self._archive_header(h, archive, env, what)
-                if h.create_database:
+                if h.create_database and not early:  # a manifest without database properties: from the archive
                     scratch.info["database_created"] = self._create_database(
-                        h, props or {"encoding": header.get("encoding"), "collate": "C", "ctype": "C"}, what)
+                        h, {"encoding": header.get("encoding"), "collate": "C", "ctype": "C"}, what)
                 if "globals" in names and h.globals_mode != "skip":
                     buf = io.BytesIO()
                     source.stream_to("globals", buf)
