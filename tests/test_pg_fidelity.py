@@ -483,3 +483,18 @@ def test_format_3_is_plain_sql_and_format_2_manifests_keep_verifying(databases, 
             bad = [c["name"] for c in compare_fingerprints(like, engine.fingerprints(scratch=scratch, mode="full", like=like))
                    if c["status"] == "failed"]
             assert "fingerprint public.lab" in bad
+
+
+def test_the_ephemeral_cluster_is_a_throwaway_restore_target():
+    # What makes a drill's restore fast is configuration: a cluster started without it would restore
+    # correctly and slowly, so only this test notices. pg_restore runs one job per core, so workers
+    # inside a statement would only contend with it.
+    from backupkit.engines.pg_cluster import EPHEMERAL_SETTINGS
+
+    want = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "wal_level": "minimal",
+            "autovacuum": "off", "listen_addresses": "", "max_parallel_maintenance_workers": "0",
+            "max_parallel_workers_per_gather": "0"}
+    assert {k: EPHEMERAL_SETTINGS[k].strip("'") for k in want} == want
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        have = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in want}
+    assert have == want
