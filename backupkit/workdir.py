@@ -65,7 +65,10 @@ def base_dir(work_dir: Path | None) -> Path:
     if work_dir is None:
         return Path(tempfile.gettempdir())
     try:
-        work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True)
+        os.chmod(work_dir, 0o711)  # ours: traversable, never listable, so a scratch server running as
+    except FileExistsError:  # another OS user (postgres, mysql) can keep its data under it
+        pass
     except OSError as e:
         raise ConfigError(f"work_dir {work_dir}: cannot create it ({e.strerror}); check 'work_dir:' in the config") from None
     check_parents(work_dir)

@@ -31,8 +31,9 @@ from backupkit.engines.pg_archive import (
     sequence_values,
     table_data_ids,
 )
-from backupkit.engines.pg_fingerprint import DUMP_PGOPTIONS, copy_text_hash, dump_text_keys, table_names
+from backupkit.engines.pg_fingerprint import ROWS_IMPLIED, DUMP_PGOPTIONS, copy_text_hash, dump_text_keys, table_names
 from backupkit.engines.postgres import PostgresEngine, fill_dump_text, pg_dump_pattern, split_tables
+from backupkit.keyed import keyed
 from backupkit.verdict import compare_fingerprints
 
 from fixtures.postgres import make_policy, open_source, pg_dsn, pg_exec
@@ -207,6 +208,21 @@ def test_hostile_schema_drill_passes_and_one_changed_value_fails_that_table(pg_d
         checks, actual = engine.check_restored(scratch=scratch, mode="full", like=fp)
         assert [c.status for c in checks] == ["passed"]
         assert [c for c in compare_fingerprints(fp, actual) if c["status"] != "passed"] == []
+        # Equal dump-text hashes: the drill does not count those tables again, and says why. What it
+        # reports is what counting gives.
+        for k in dump_text_keys(fp):
+            assert actual[k]["rows"] == fp[k]["rows"] and actual[k]["info"] == {"rows": ROWS_IMPLIED}, k
+        assert "info" not in actual["public.bills"]  # row64 tables are counted as ever
+        counted = engine.fingerprints(scratch=scratch, mode="full", like=fp)
+        assert {k: {f: v for f, v in e.items() if f != "info"} for k, e in actual.items()} == counted
+        # A keyed manifest (what a drill has): compared under the backup's key; without it, all counted.
+        key = b"k" * 32
+        _, with_key = engine.check_restored(scratch=scratch, mode="full", like=keyed(fp, key), key=key)
+        assert all(with_key[k].get("info") == {"rows": ROWS_IMPLIED} for k in dump_text_keys(fp))
+        assert [c for c in compare_fingerprints(keyed(fp, key), keyed(with_key, key)) if c["status"] != "passed"] == []
+        _, no_key = engine.check_restored(scratch=scratch, mode="full", like=keyed(fp, key))
+        assert not any("info" in no_key[k] for k in dump_text_keys(fp)) and no_key == counted
+        actual = counted
 
         # a redump whose framing cannot be trusted: the drill hashes those tables row by row from COPY
         real_redump = PostgresEngine._redump
@@ -224,6 +240,15 @@ def test_hostile_schema_drill_passes_and_one_changed_value_fails_that_table(pg_d
                if c["status"] == "failed"]
         assert [c["name"] for c in bad] == [f"fingerprint {hostile}"]
         assert "rows=3" in bad[0]["detail"]
+
+        # The drill counts a table whose hash differs: the record shows the restored count, not the backup's.
+        with psycopg.connect(scratch.handle.endpoint.conninfo(), autocommit=True) as conn:
+            conn.execute("DELETE FROM no_key WHERE ctid = (SELECT min(ctid) FROM no_key)")
+        _, after = engine.check_restored(scratch=scratch, mode="full", like=fp)
+        assert after["public.no_key"]["rows"] == fp["public.no_key"]["rows"] - 1 and "info" not in after["public.no_key"]
+        assert after[hostile]["rows"] == 3 and "info" not in after[hostile]  # same count, other content: counted
+        bad = [c["name"] for c in compare_fingerprints(fp, after) if c["status"] == "failed"]
+        assert bad == [f"fingerprint {hostile}", "fingerprint public.no_key"]
 
 
 def documented_recipe() -> str:

@@ -427,3 +427,65 @@ def test_a_killed_drill_leaves_no_restored_database_on_the_scratch_server(reques
                 conn = mdb_connect(port=server.port)
                 conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
                 conn.close()
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory the scratch server's OS user can traverse to (pytest's tmp_path parents are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="bk-test-volume-"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_scratch_server_keeps_its_data_on_the_work_volume(open_tmp):
+    # The server runs as postgres when backupkit runs as root: a work_dir backupkit creates, and the
+    # scratch directory inside a run's work directory, are made traversable but never listable, so the
+    # server's data stays there instead of falling back to the system temp directory (maybe a small
+    # tmpfs). Nobody else can list them or read what is inside.
+    from backupkit.engines.pg_cluster import server_os_user
+    from backupkit.workdir import WorkDir
+
+    run_as = server_os_user()
+    work_dir = open_tmp / "work"
+    wd = WorkDir(work_dir, kind="drill", system="his", ident="D1")
+    try:
+        assert (work_dir.stat().st_mode & 0o777) == 0o711
+        scratch = wd.path / "scratch"
+        root = kit.private_root(scratch, run_as)
+        assert root.parent == scratch, "the scratch root fell back to the system temp directory"
+        assert (root.stat().st_mode & 0o777) == 0o700
+        if run_as:
+            import pwd
+
+            assert root.stat().st_uid == pwd.getpwnam(run_as).pw_uid
+            assert (scratch.stat().st_mode & 0o777) == 0o711
+        (root / "restored.dat").write_bytes(b"patient data")
+        (root / "restored.dat").chmod(0o600)
+        assert nobody_can_read(work_dir) == []
+        listing = subprocess.run(["runuser", "-u", "nobody", "--", "ls", str(work_dir), str(scratch)],
+                                 capture_output=True, text=True)
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr
+    finally:
+        wd.close()
+
+
+def test_an_operators_closed_work_dir_is_left_as_it_is(open_tmp):
+    # A work_dir the operator made 0700 is not widened: the scratch server's data goes to the temp
+    # directory, and the log line says how to keep it on the volume.
+    from backupkit.engines.pg_cluster import server_os_user
+    from backupkit.workdir import WorkDir
+
+    run_as = server_os_user()
+    work_dir = open_tmp / "closed"
+    work_dir.mkdir(mode=0o700)
+    work_dir.chmod(0o700)
+    wd = WorkDir(work_dir, kind="drill", system="his", ident="D2")
+    try:
+        root = kit.private_root(wd.path / "scratch", run_as)
+        assert (work_dir.stat().st_mode & 0o777) == 0o700
+        assert (root.parent == wd.path / "scratch") is (run_as is None)
+    finally:
+        wd.close()
+        if root.parent != wd.path / "scratch":
+            shutil.rmtree(root, ignore_errors=True)

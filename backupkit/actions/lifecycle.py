@@ -185,7 +185,7 @@ def restored_checks(engine, scratch, manifest: dict, fp_key: bytes | None) -> tu
     """The engine's integrity checks and the restored copy's (keyed) fingerprints, which the engine may
     overlap where neither can see what the other creates (``Engine.check_restored``)."""
     integrity, actual = engine.check_restored(scratch=scratch, mode=manifest["fingerprint_mode"],
-                                              like=manifest["fingerprints"])
+                                              like=manifest["fingerprints"], key=fp_key)
     return integrity, (keyed(actual, fp_key) if fp_key is not None else actual)
 
 

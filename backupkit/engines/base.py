@@ -224,10 +224,12 @@ class Engine(RestoreTargetMixin, abc.ABC):
         ``like`` is the manifest's fingerprints: where an engine has more than one
         way to hash a table, it must use the one recorded there."""
 
-    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None, key: bytes | None = None
                        ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
         """The drill's checks of a restored copy: ``integrity_check`` and ``fingerprints``. Engines
-        may override this to overlap the two, as long as neither can see what the other creates."""
+        may override this to overlap the two, as long as neither can see what the other creates.
+        ``key`` is the backup's fingerprint key (keyed.py), for an engine that compares a hash with
+        ``like``'s itself to skip work an equal hash makes needless; the drill still compares everything."""
         checks = self.integrity_check(scratch=scratch)
         return checks, self.fingerprints(scratch=scratch, mode=mode, like=like)
 

@@ -35,6 +35,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -461,9 +462,21 @@ def private_root(workdir: Path, run_as: str | None, prefix: str = "scratch-") ->
     """A new private (0700) directory for a scratch server, owned by ``run_as`` when given.
 
     It lives under ``workdir`` unless that OS user cannot reach it (a 0700 parent owned by
-    root), in which case it falls back to the system temp directory."""
+    root), in which case it falls back to the system temp directory. ``workdir`` itself, when it is
+    ours, is made traversable (0711: the server can pass through it, never list it), so that the
+    scratch stays on the work volume."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    if run_as:
+        mode = stat.S_IMODE(workdir.stat().st_mode)
+        if created:
+            os.chmod(workdir, 0o711)
+        elif workdir.stat().st_uid == os.geteuid() and mode & 0o011 != 0o011:
+            os.chmod(workdir, mode | 0o011)
     root = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
     if not run_as:
         return root
@@ -476,7 +489,8 @@ def private_root(workdir: Path, run_as: str | None, prefix: str = "scratch-") ->
     os.rmdir(root)
     root = Path(tempfile.mkdtemp(prefix=f"bk-{prefix}"))
     os.chown(root, pw.pw_uid, pw.pw_gid)
-    logger.info("workdir %s is not reachable by OS user %s; the scratch server lives in %s", workdir, run_as, root)
+    logger.info("workdir %s is not reachable by OS user %s; the scratch server lives in %s (to keep it on the work "
+                "volume, let %s traverse work_dir and its parents: chmod o+x, or 0711)", workdir, run_as, root, run_as)
     return root
 
 

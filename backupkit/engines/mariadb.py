@@ -658,7 +658,7 @@ class MariadbEngine(DatabaseScratchMixin, Engine):
             return [CheckResult("CHECK TABLE EXTENDED", "failed", "; ".join(bad)[:2000], data=data)]
         return [CheckResult("CHECK TABLE EXTENDED", "passed", f"{len(names)} tables and views OK", data=data)]
 
-    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None, key: bytes | None = None
                        ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
         """CHECK TABLE ... EXTENDED on its own connection beside the fingerprints. Neither sees what the
         other creates: CHECK TABLE changes no row and no definition the fingerprints read (rows, and

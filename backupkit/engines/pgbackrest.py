@@ -548,12 +548,12 @@ class PgBackrestEngine(Engine):
     def integrity_check(self, *, scratch: Scratch) -> list[CheckResult]:
         return self._checksums(scratch) + self._pg.integrity_check(scratch=scratch)
 
-    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None
+    def check_restored(self, *, scratch: Scratch, mode: str, like: dict | None = None, key: bytes | None = None
                        ) -> tuple[list[CheckResult], dict[str, dict[str, Any]]]:
         """pg_checksums on the stopped copy first (it needs the server down), then the logical engine's
         amcheck beside the fingerprints (``PostgresEngine.check_restored``), then sequences and UNLOGGED marks."""
         first = self._checksums(scratch)
-        checks, out = self._pg.check_restored(scratch=scratch, mode=mode, like=like)
+        checks, out = self._pg.check_restored(scratch=scratch, mode=mode, like=like, key=key)
         self._physical_entries(scratch, out, like)
         return first + checks, out
 

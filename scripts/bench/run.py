@@ -166,8 +166,10 @@ def write_config(b: Bench) -> Path:
     keys.write_private(home / "identity.txt", ident.encode())
     keys.write_private(home / "signing.pem", keys.generate_signing_key())
     (home / "recipient.txt").write_text(rec + "\n")
+    # work_dir on the bench volume, as docs/operations.md advises and where the restore baseline works too
+    # (the default, the system temp directory, may be another file system: here /tmp makes initdb twice as slow)
     cfg = {"repository": str(b.workdir / "repo"), "ledger": str(b.workdir / "ledger.db"),
-           "policies": str(home / "policies"),
+           "policies": str(home / "policies"), "work_dir": str(b.workdir / "work"),
            "keys": {"recipients": [str(home / "recipient.txt")], "identity": str(home / "identity.txt"),
                     "signing_key": str(home / "signing.pem")}}
     (home / "backupkit.yaml").write_text(yaml.safe_dump(cfg))
