@@ -9,7 +9,11 @@ each feature in the scratch makes the drill exit 3 naming the object."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shlex
+import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -498,3 +502,40 @@ def test_the_ephemeral_cluster_is_a_throwaway_restore_target():
     with psycopg.connect(admin_dsn(), autocommit=True) as conn:
         have = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in want}
     assert have == want
+
+
+def readme_postgres_recipe() -> list[str]:
+    """The README's "Restoring without backupkit" shell lines for PostgreSQL, as written there."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## Restoring without backupkit", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_readme_postgres_recipe_restores_the_database_with_its_settings(workspace, databases):
+    # Item 9: the recipe works literally. Only the two placeholders change: the backup directory of the
+    # `cd` line and the identity file's path. The source database is dropped first, since -C creates it.
+    ws = workspace
+    db = hospital_db(databases)
+    setup_policy(ws, db)
+    ws.ok("backup", "his", "--no-copy")
+    (bdir,) = ws.backups("his")
+    lines = readme_postgres_recipe()
+    assert "pg_restore -C -j 4 -d postgres \"$d/his.dump\"" in lines
+    script = []
+    for line in lines:
+        if line.startswith("cd "):
+            line = f"cd {shlex.quote(str(bdir))}"
+        elif "his.sqlite" in line or line.startswith("sha256sum"):
+            continue  # the SQLite line, and a comparison for the reader's eyes
+        script.append(line.replace("-i identity.txt", f"-i {shlex.quote(str(ws.keys / 'identity.txt'))}"))
+    pg_exec("postgres", f'DROP DATABASE "{db}" WITH (FORCE)')
+    env = {**os.environ, "PGHOST": SRC["host"], "PGPORT": str(SRC["port"]), "PGUSER": "postgres"}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(script)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert pg_scalar(db, "SELECT count(*) FROM patients") == 4
+    assert pg_scalar(db, "SHOW TimeZone") == "Asia/Shanghai"  # ALTER DATABASE ... SET came back with -C
+    assert pg_scalar(db, "SELECT datcollate FROM pg_database WHERE datname = current_database()") == ZH_LOCALE
+    assert pg_scalar(db, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                         "WHERE datname = current_database()") == "HIS 生产库"
+    assert pg_scalar(db, "SELECT count(*) FROM pg_largeobject_metadata") == 3
