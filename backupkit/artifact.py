@@ -323,13 +323,13 @@ def read_stream(
             behind.finish()  # all written (or, after a failure, dropped): the writer ends
             writer_thread.join()
     except (zstandard.ZstdError, BrokenPipeError) as e:
-        if write_failure:
-            raise (content.error or write_failure[0]) from None
+        if write_failure:  # the writer stopped first: its error, not what it caused here
+            raise write_failure[0] from None
         if isinstance(e, BrokenPipeError):
             raise
         raise VerificationFailed(f"{what}: stream {info.file} does not decompress ({e}); the artifact is corrupt") from None
     if write_failure:
-        raise (content.error or write_failure[0]) from None
+        raise write_failure[0] from None
     if failure:
         e = failure[0]
         if art.error is not None:  # reading the artifact failed (I/O), whatever pyrage made of it

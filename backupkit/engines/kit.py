@@ -472,11 +472,11 @@ def private_root(workdir: Path, run_as: str | None, prefix: str = "scratch-") ->
     except FileExistsError:
         created = False
     if run_as:
-        mode = stat.S_IMODE(workdir.stat().st_mode)
+        st = workdir.stat()
         if created:
             os.chmod(workdir, 0o711)
-        elif workdir.stat().st_uid == os.geteuid() and mode & 0o011 != 0o011:
-            os.chmod(workdir, mode | 0o011)
+        elif st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o011 != 0o011:
+            os.chmod(workdir, stat.S_IMODE(st.st_mode) | 0o011)
     root = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
     if not run_as:
         return root

@@ -340,6 +340,12 @@ def entry_key(rel: dict) -> str:
         f"materialized view {rel['key']}" if rel["relkind"] == "m" else rel["key"])
 
 
+def count_rows(conn: psycopg.Connection, schema: str, table: str, *, what: str) -> int:
+    """count(*) of one table, without its children (``conn`` in a fingerprint session)."""
+    ((n,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, table)), what=what)
+    return int(n)
+
+
 def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode: str, *, side: str,
                          like: dict | None = None, sequences: dict | None = None,
                          dump_text: bool = False) -> dict[str, Any]:
@@ -362,8 +368,7 @@ def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode
     if plan["method"] == DUMP_TEXT_METHOD:
         if mode != "full" or kind != "table":
             raise JobFailed(f"{what}: the manifest records method {DUMP_TEXT_METHOD} for a {kind} in {mode} mode")
-        ((n,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(ident), what=what)
-        return {"kind": kind, "rows": int(n), "hash": None, **plan}
+        return {"kind": kind, "rows": count_rows(conn, rel["schema"], rel["name"], what=what), "hash": None, **plan}
     if (plan.get("binary") or plan.get("send")) and not cat.binary_allowed:
         raise JobFailed(f"{what} was fingerprinted with hash_record_extended at backup time, which this server "
                         f"(version {conn.info.server_version}) cannot compute; drill into PostgreSQL 14 or newer")
@@ -391,9 +396,7 @@ def relation_fingerprint(conn: psycopg.Connection, cat: Catalog, rel: dict, mode
     if kind == "partitioned table":
         leaves = {}
         for key, schema, name in _run(conn, LEAVES_SQL, (rel["oid"],), what=what):
-            ((cnt,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name)),
-                             what=f"partition {key}")
-            leaves[key] = int(cnt)
+            leaves[key] = count_rows(conn, schema, name, what=f"partition {key}")
         out["info"] = {"leaf_rows": leaves}  # information only: never compared
     return out
 
@@ -481,12 +484,6 @@ def dump_text_entry(rows: int | None, digest: str | None, *, implied: bool = Fal
     if implied:
         out["info"] = {"rows": ROWS_IMPLIED}
     return out
-
-
-def count_rows(conn: psycopg.Connection, schema: str, table: str, *, what: str) -> int:
-    """count(*) of one table, without its children (``conn`` in a fingerprint session)."""
-    ((n,),) = _run(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, table)), what=what)
-    return int(n)
 
 
 def dump_text_keys(fps: dict[str, dict[str, Any]]) -> list[str]:

@@ -27,10 +27,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
-from collections.abc import Collection
 from typing import Any, Iterator
 
 import psycopg
